@@ -1,0 +1,1 @@
+"""Video decoding, feature extractors and the Zarr feature store (never imports tal)."""

@@ -1,0 +1,1 @@
+"""Annotations, label maps and importers for public annotation formats."""

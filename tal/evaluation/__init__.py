@@ -1,0 +1,1 @@
+"""Detection mAP exactly as the official ActivityNet evaluation computes it."""

@@ -1,0 +1,1 @@
+"""The synthetic action video benchmark (`tal synth`)."""
