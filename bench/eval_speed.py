@@ -43,7 +43,9 @@ def main() -> None:
     t0 = time.perf_counter()
     ref = reference_evaluate(gt, det, "validation", ACTIVITYNET_TIOU)
     reference = time.perf_counter() - t0
-    diff = max(np.abs(np.asarray(res.per_class_ap[k]) - np.asarray(v)).max() for k, v in ref.items())
+    diff = max(
+        np.abs(np.asarray(res.per_class_ap[k]) - np.asarray(v)).max() for k, v in ref.items()
+    )
     print(f"vectorised evaluator: {ours:.3f} s (best of {args.repeat})")
     print(f"per-detection reference: {reference:.3f} s")
     print(f"speed-up: {reference / ours:.1f}x")

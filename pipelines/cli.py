@@ -25,7 +25,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-annotations_app = typer.Typer(help="Import, validate and inspect annotation files.", no_args_is_help=True)
+annotations_app = typer.Typer(
+    help="Import, validate and inspect annotation files.", no_args_is_help=True
+)
 config_app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=True)
 app.add_typer(annotations_app, name="annotations")
 app.add_typer(config_app, name="config")
@@ -110,7 +112,9 @@ def annotations_import(
     output: Annotated[Path, typer.Option(help="ActivityNet-style JSON to write")],
     fmt: Annotated[
         str,
-        typer.Option("--format", help="auto, anet (also ActionFormer JSON), bmn, thumos-csv, thumos-txt"),
+        typer.Option(
+            "--format", help="auto, anet (also ActionFormer JSON), bmn, thumos-csv, thumos-txt"
+        ),
     ] = "auto",
     video_info: Annotated[
         Path | None, typer.Option(help="BMN video_info_new.csv (subsets, fps) for --format bmn")
@@ -147,8 +151,6 @@ def annotations_validate(
 def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Validate a config (with overrides) and print it fully resolved."""
     typer.echo(dump_config(load_config(config, set_)), nl=False)
-
-
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """Make sure the synthetic dataset of a config exists: generate it once, reuse it after.
 
-    python -m pipelines.synth --config configs/demo.yaml [--set data.synth.videos=12]
+python -m pipelines.synth --config configs/demo.yaml [--set data.synth.videos=12]
 """
 
 from __future__ import annotations

@@ -19,5 +19,7 @@ def shared_data_dir() -> Path:
 def shared_data() -> Path:
     path = shared_data_dir()
     if not (path / "README.md").is_file():
-        pytest.fail(f"real test data not found at {path}: set TAL_SHARED_DATA to the shared/data folder")
+        pytest.fail(
+            f"real test data not found at {path}: set TAL_SHARED_DATA to the shared/data folder"
+        )
     return path

@@ -145,7 +145,11 @@ class LabelMap:
             for inst in video.instances:
                 ids.setdefault(inst.label, inst.label_id)
         names = list(ids)
-        if names and all(i is not None for i in ids.values()) and len(set(ids.values())) == len(ids):
+        if (
+            names
+            and all(i is not None for i in ids.values())
+            and len(set(ids.values())) == len(ids)
+        ):
             return cls(sorted(names, key=lambda n: ids[n]))  # type: ignore[arg-type,return-value]
         return cls(sorted(names))
 
@@ -305,12 +309,16 @@ def _parse_video(
     if entry.get("duration") is not None:
         duration = _number(entry["duration"], f"{where}: field 'duration'", "seconds > 0")
         if duration <= 0:
-            raise AnnotationError(f"{where}: field 'duration': expected seconds > 0, got {duration}")
+            raise AnnotationError(
+                f"{where}: field 'duration': expected seconds > 0, got {duration}"
+            )
     fps = None
     if entry.get("fps") is not None:
         fps = _number(entry["fps"], f"{where}: field 'fps'", "frames per second > 0")
         if fps <= 0:
-            raise AnnotationError(f"{where}: field 'fps': expected frames per second > 0, got {fps}")
+            raise AnnotationError(
+                f"{where}: field 'fps': expected frames per second > 0, got {fps}"
+            )
     anns = entry.get("annotations")
     if anns is None:
         raise AnnotationError(f"{where}: field 'annotations' is missing (use [] for none)")
@@ -320,7 +328,9 @@ def _parse_video(
         )
     instances: list[Instance] = []
     for i, ann in enumerate(anns):
-        inst = _parse_instance(ann, f"{where}: field 'annotations[{i}]", duration, segments, repairs)
+        inst = _parse_instance(
+            ann, f"{where}: field 'annotations[{i}]", duration, segments, repairs
+        )
         if inst is not None:
             instances.append(inst)
     return Video(video_id=video_id, subset=subset, duration=duration, fps=fps, instances=instances)

@@ -82,7 +82,9 @@ def parse_predictions(data: Any, source: str = "<memory>") -> Detections:
     for vid, entries in data["results"].items():
         where = f"{source}: video {vid!r}"
         if not isinstance(entries, list):
-            raise AnnotationError(f"{where}: expected a list of detections, got {type(entries).__name__}")
+            raise AnnotationError(
+                f"{where}: expected a list of detections, got {type(entries).__name__}"
+            )
         for i, det in enumerate(entries):
             at = f"{where}: field 'results[{i}]"
             if not isinstance(det, dict):
@@ -93,7 +95,9 @@ def parse_predictions(data: Any, source: str = "<memory>") -> Detections:
             score = _finite(det.get("score"), f"{at}.score'", "a finite number")
             seg = det.get("segment")
             if not isinstance(seg, (list, tuple)) or len(seg) != 2:
-                raise AnnotationError(f"{at}.segment': expected [start, end] in seconds, got {seg!r}")
+                raise AnnotationError(
+                    f"{at}.segment': expected [start, end] in seconds, got {seg!r}"
+                )
             start = _finite(seg[0], f"{at}.segment'", "[start, end] as finite numbers")
             end = _finite(seg[1], f"{at}.segment'", "[start, end] as finite numbers")
             rows.append((vid, label, start, end, score))

@@ -1,0 +1,120 @@
+"""The `tal` command: outputs, and exit status 2 with a clear message on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines.cli import _expand_multi_value, main
+
+
+def run(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_expand_multi_value_tiou():
+    argv = ["eval", "--tiou", "0.3", "0.5", "--subset", "test"]
+    assert _expand_multi_value(argv) == [
+        "eval",
+        "--tiou",
+        "0.3",
+        "--tiou",
+        "0.5",
+        "--subset",
+        "test",
+    ]
+
+
+def test_eval_reproduces_official_numbers(shared_data, tmp_path, capsys):
+    folder = shared_data / "eval_oracle_thumos14"
+    out = tmp_path / "result.json"
+    code = run(
+        [
+            "eval",
+            "--ground-truth", str(folder / "thumos14_test_gt_anetformat.json"),
+            "--predictions", str(folder / "thumos14_test_synthetic_pred.json"),
+            "--subset", "test",
+            "--tiou", "0.3", "0.4", "0.5", "0.6", "0.7",
+            "--output", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())
+    official = json.loads((folder / "official_eval_result.json").read_text())
+    assert set(result) == {"tiou", "mAP", "average_mAP", "per_class_ap"}
+    assert result["tiou"] == [0.3, 0.4, 0.5, 0.6, 0.7]
+    assert result["mAP"] == pytest.approx(official["mAP"], abs=1e-9)
+    assert result["average_mAP"] == pytest.approx(official["average_mAP"], abs=1e-9)
+    table = capsys.readouterr().out
+    assert "mAP %" in table and "42.45" in table
+
+
+def test_eval_bad_predictions_file_exits_2_naming_it(shared_data, tmp_path, capsys):
+    bad = tmp_path / "pred.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "results": {
+                    "video_test_0000004": [{"label": "X", "score": "high", "segment": [1, 2]}]
+                }
+            }
+        )
+    )
+    gt = shared_data / "eval_oracle_thumos14" / "thumos14_test_gt_anetformat.json"
+    code = run(["eval", "--ground-truth", str(gt), "--predictions", str(bad), "--subset", "test"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(bad) in err and "video_test_0000004" in err and "score" in err
+
+
+def test_eval_unknown_subset_exits_2(shared_data, capsys):
+    folder = shared_data / "eval_oracle_thumos14"
+    code = run(
+        [
+            "eval",
+            "--ground-truth", str(folder / "thumos14_test_gt_anetformat.json"),
+            "--predictions", str(folder / "thumos14_test_synthetic_pred.json"),
+            "--subset", "validation",
+        ]
+    )  # fmt: skip
+    assert code == 2
+    assert "subset 'validation' has no annotated instances" in capsys.readouterr().err
+
+
+def test_malformed_annotation_file_exits_2_naming_video_and_field(tmp_path, capsys):
+    path = tmp_path / "gt.json"
+    path.write_text(
+        json.dumps(
+            {
+                "database": {
+                    "v1": {
+                        "subset": "training",
+                        "duration": 10,
+                        "annotations": [{"label": "a", "segment": [5, 3]}],
+                    }
+                }
+            }
+        )
+    )
+    code = run(["annotations", "validate", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(path) in err and "'v1'" in err and "annotations[0].segment" in err
+
+
+def test_config_show_with_overrides(capsys):
+    code = run(["config", "show", "--config", "configs/demo.yaml", "--set", "training.epochs=3"])
+    assert code == 0
+    assert "epochs: 3" in capsys.readouterr().out
+
+
+def test_bad_override_exits_2_naming_key(capsys):
+    code = run(["config", "show", "--config", "configs/demo.yaml", "--set", "training.epocs=3"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "configs/demo.yaml" in err and "training.epocs" in err
