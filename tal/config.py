@@ -27,11 +27,11 @@ class SynthConfig(_Section):
     """Generate the synthetic benchmark (``tal synth``) into ``data.root`` when it is missing."""
 
     videos: int = Field(24, ge=3, description="number of videos (split training/validation/test)")
-    classes: int = Field(6, ge=2, description="number of action classes")
-    seed: int = 0
+    classes: int = Field(6, ge=2, le=20, description="number of action classes")
+    seed: int = Field(0, ge=0)
     size: int = Field(128, ge=32, le=1024, description="frame width and height in pixels (even)")
-    fps: float = Field(15.0, gt=0, le=120)
-    min_duration: float = Field(20.0, gt=0, description="shortest video, seconds")
+    fps: float = Field(15.0, ge=5, le=120)
+    min_duration: float = Field(20.0, ge=3.5, description="shortest video, seconds")
     max_duration: float = Field(40.0, gt=0, description="longest video, seconds")
 
     @field_validator("size")
