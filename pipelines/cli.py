@@ -66,11 +66,14 @@ def synth(
     def progress(done: int, total: int, video_id: str) -> None:
         _echo(f"[{done}/{total}] {video_id}")
 
-    summary = generate_dataset(
-        out_dir, videos=videos, classes=classes, seed=seed, size=size, fps=fps,
-        min_duration=min_duration, max_duration=max_duration, workers=workers,
-        progress=progress,
-    )  # fmt: skip
+    try:
+        summary = generate_dataset(
+            out_dir, videos=videos, classes=classes, seed=seed, size=size, fps=fps,
+            min_duration=min_duration, max_duration=max_duration, workers=workers,
+            progress=progress,
+        )  # fmt: skip
+    except ValueError as exc:  # argument out of range: a usage error, exit status 2
+        raise typer.BadParameter(str(exc)) from None
     typer.echo(
         f"wrote {summary.videos} videos with {summary.instances} action instances of "
         f"{len(summary.class_names)} classes to {summary.out_dir}; annotations: {summary.annotations}"

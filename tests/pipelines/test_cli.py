@@ -118,3 +118,28 @@ def test_bad_override_exits_2_naming_key(capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "configs/demo.yaml" in err and "training.epocs" in err
+
+
+def test_synth_command_writes_decodable_dataset(tmp_path, capsys):
+    from features.video import probe_video
+    from tal.data.annotations import load_annotations
+
+    out = tmp_path / "synth"
+    code = run(["synth", str(out), "--videos", "3", "--classes", "2", "--size", "64",
+                "--min-duration", "6", "--max-duration", "7", "--workers", "1"])  # fmt: skip
+    assert code == 0
+    assert "wrote 3 videos" in capsys.readouterr().out
+    ann = load_annotations(out / "annotations.json")
+    meta = json.loads((out / "synth.json").read_text())
+    for video in ann:
+        info = probe_video(out / "videos" / f"{video.video_id}.mp4")
+        assert (info.width, info.height) == (64, 64)
+        assert info.num_frames == round(video.duration * video.fps)
+        assert all(0 <= i.start < i.end <= video.duration for i in video.instances)
+    assert meta["params"]["videos"] == 3
+
+
+def test_synth_bad_argument_exits_2(tmp_path, capsys):
+    code = run(["synth", str(tmp_path / "s"), "--classes", "99"])
+    assert code == 2
+    assert "classes" in capsys.readouterr().err
