@@ -100,7 +100,9 @@ def test_errors_name_file_video_and_field(doc, pattern):
     assert str(err.value).startswith("gt.json")
 
 
-@pytest.mark.parametrize("bad", ["a/b", "..", "x..y", "", "  ", ".", "x\ny", "tab\there", "a\\b"])
+@pytest.mark.parametrize(
+    "bad", ["a/b", "..", "x..y", "", "  ", ".", "x\ny", "x\\ny", "tab\there", "a\\b", "del\x7f"]
+)
 def test_unsafe_video_ids_rejected(bad):
     with pytest.raises(AnnotationError, match="not usable as a store key"):
         check_video_id(bad)
@@ -153,11 +155,22 @@ def test_real_files(shared_data):
     assert (len(oracle), oracle.num_instances(), len(oracle.label_map())) == (210, 3311, 20)
     gtad = load_annotations(shared_data / "thumos14_gtad" / "thumos_gt.json")  # string segments
     assert (len(gtad), gtad.num_instances()) == (410, 6318)
+    assert [v.subset for v in gtad].count("training") == 200
+
+
+def test_real_multithumos_policies(shared_data):
     multi = shared_data / "multithumos_tridetplus" / "multithumos.json"
-    with pytest.raises(
-        AnnotationError, match=r"multithumos.json: video '\w+': field 'annotations\[\d+\].segment'"
-    ):
+    pattern = (
+        r"multithumos.json: video 'video_validation_0000054': field 'annotations\[16\].segment': "
+        r"expected 0 <= start < end <= duration \(135.1\), got \[96.0, 817.0\]"
+    )
+    with pytest.raises(AnnotationError, match=pattern):
         load_annotations(multi)
     repaired = load_annotations(multi, segments="repair")
-    assert len(repaired) == 412 and repaired.repairs
+    assert (len(repaired), repaired.num_instances(), len(repaired.label_map())) == (412, 38601, 65)
+    assert len(repaired.repairs) == 72
+    assert sum("dropped" in r for r in repaired.repairs) == 67
+    kept = load_annotations(multi, segments="keep")
+    assert kept.num_instances() == 38668  # the file's count, as the official evaluator sees it
+    assert kept.label_map().names == repaired.label_map().names
     assert json.loads(json.dumps(repaired.to_json()))["database"]
