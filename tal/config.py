@@ -70,7 +70,14 @@ class FeaturesConfig(_Section):
     extractor: Literal["i3d", "ata"] = "i3d"
     modalities: list[Literal["rgb", "flow"]] = ["rgb", "flow"]
     store: Path | None = Field(None, description="Zarr store; default RUN_DIR/features.zarr")
-    weights: str = Field("kinetics-rgb", description="weights name or checkpoint path")
+    weights: str = Field(
+        "kinetics-rgb", description="RGB weights: kinetics-rgb, random or a checkpoint path"
+    )
+    flow_weights: str = Field(
+        "kinetics-rgb",
+        description="flow weights: kinetics-rgb (cross-modality start), random or a checkpoint path",
+    )
+    flow_method: Literal["tvl1", "dis"] = Field("tvl1", description="TV-L1 (I3D's) or DIS (fast)")
     fps: float | None = Field(None, gt=0, description="sampling fps; null keeps each video's own")
     clip_length: int = Field(16, ge=1, description="frames per clip")
     stride: int = Field(4, ge=1, description="frames between clip starts")
@@ -80,6 +87,10 @@ class FeaturesConfig(_Section):
     num_actors: int = Field(2, ge=1, description="Ray extraction actors")
     num_gpus_per_actor: float = Field(0.0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    video_timeout: float = Field(
+        3600.0, gt=0, description="seconds one video may take before its actor is killed"
+    )
+    max_retries: int = Field(1, ge=0, description="retries of a video whose actor died")
 
 
 class PairsConfig(_Section):
