@@ -33,34 +33,56 @@ def feature_centers(count: int, clip_length: int, stride: int, fps: float) -> np
     return (np.arange(count) * stride + clip_length / 2) / fps
 
 
+class ClipCutter:
+    """Cuts clips ``[clip_length, ...]`` from a frame sequence that arrives in batches.
+
+    Keeps only the frames that later clips still need, so memory stays bounded for long
+    videos. A sequence shorter than one clip is padded with its last frame. Works for any
+    per-frame array (RGB frames, flow fields).
+    """
+
+    def __init__(self, num_frames: int, clip_length: int, stride: int) -> None:
+        self.total = num_features(num_frames, clip_length, stride)
+        self.clip_length = clip_length
+        self.stride = stride
+        self.buffer: np.ndarray | None = None
+        self.offset = 0  # index of buffer[0] in the whole sequence
+        self.emitted = 0
+
+    def push(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The clips that ``batch`` completes."""
+        self.buffer = batch if self.buffer is None else np.concatenate([self.buffer, batch])
+        out = []
+        while self.emitted < self.total:
+            start = self.emitted * self.stride - self.offset
+            if start + self.clip_length > len(self.buffer):
+                break
+            out.append(self.buffer[start : start + self.clip_length])
+            self.emitted += 1
+        drop = self.emitted * self.stride - self.offset
+        if drop > 0:
+            self.buffer = self.buffer[drop:]
+            self.offset += drop
+        return out
+
+    def finish(self) -> list[np.ndarray]:
+        """The padded last clip of a sequence that ended before the formula's count."""
+        if self.emitted >= self.total:
+            return []
+        if self.buffer is None or len(self.buffer) == 0:
+            raise ValueError("no frames decoded: cannot make a clip")
+        start = self.emitted * self.stride - self.offset
+        clip = self.buffer[start:]
+        pad = self.clip_length - len(clip)
+        self.emitted += 1
+        return [np.concatenate([clip, np.repeat(clip[-1:], pad, axis=0)])]
+
+
 def iter_clips(
     batches: Iterable[np.ndarray], num_frames: int, clip_length: int, stride: int
 ) -> Iterator[np.ndarray]:
-    """Clips ``[clip_length, H, W, C]`` from frames that arrive in batches.
-
-    Keeps only the frames that later clips still need, so memory stays bounded for long
-    videos. A sequence shorter than one clip is padded with its last frame.
-    """
-    total = num_features(num_frames, clip_length, stride)
-    buffer: np.ndarray | None = None
-    offset = 0  # index of buffer[0] in the whole sequence
-    emitted = 0
+    """Clips ``[clip_length, H, W, C]`` from frames that arrive in batches (see ClipCutter)."""
+    cutter = ClipCutter(num_frames, clip_length, stride)
     for batch in batches:
-        buffer = batch if buffer is None else np.concatenate([buffer, batch])
-        while emitted < total:
-            start = emitted * stride - offset
-            if start + clip_length > len(buffer):
-                break
-            yield buffer[start : start + clip_length]
-            emitted += 1
-        drop = emitted * stride - offset
-        if drop > 0:
-            buffer = buffer[drop:]
-            offset += drop
-    if emitted < total:
-        if buffer is None or len(buffer) == 0:
-            raise ValueError("no frames decoded: cannot make a clip")
-        start = emitted * stride - offset
-        pad = clip_length - (len(buffer) - start)
-        clip = buffer[start:]
-        yield np.concatenate([clip, np.repeat(clip[-1:], pad, axis=0)])
+        yield from cutter.push(batch)
+    yield from cutter.finish()

@@ -1,21 +1,30 @@
-"""Per-video I3D RGB feature extraction: decode, resample, crop, clip, forward.
+"""Per-video I3D feature extraction: decode, resample, crop, flow, clip, forward.
 
-One ``RGBExtractor`` holds one network (loaded once, as a Ray actor will) and turns a video
-file into ``[num_features, 1024]`` features with the timing of ``features.clips``.
+One ``VideoExtractor`` holds one network per modality (loaded once, as a Ray actor does) and
+turns a video file into ``[num_features, 1024]`` features per modality, with the timing of
+``features.clips``. Decoding and optical flow run in a background thread a few batches ahead
+of the networks (prefetch), so the accelerator does not wait for the decoder; OpenCV, decord
+and torch release the GIL for their heavy work.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from features.clips import iter_clips, num_features
+from features.clips import ClipCutter, num_features
+from features.flow import FlowStream
 from features.i3d import InceptionI3d
 from features.video import iter_frames
+
+MODALITIES = ("rgb", "flow")
+_CHANNELS = {"rgb": 3, "flow": 2}
 
 
 @dataclass(frozen=True)
@@ -27,15 +36,21 @@ class ClipSettings:
     stride: int = 4
     input_size: int = 224
     batch_size: int = 8  # clips per forward pass
+    flow_method: str = "tvl1"
+    prefetch: int = 4  # clip batches decoded ahead of the network
 
 
 @dataclass
 class ExtractedVideo:
-    features: np.ndarray  # float32 [num_features, 1024]
+    features: dict[str, np.ndarray]  # modality -> float32 [num_features, 1024]
     num_frames: int  # frames after resampling
     fps: float  # rate the clips were cut at
     duration: float  # seconds
     padded: bool  # shorter than one clip: the last frame was repeated
+
+    @property
+    def num_clips(self) -> int:
+        return sum(len(f) for f in self.features.values())
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -48,57 +63,145 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def to_network_input(clips: np.ndarray) -> torch.Tensor:
-    """uint8 ``[B, T, H, W, C]`` clips -> float ``[B, C, T, H, W]`` in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(clips)).float()
-    return (x / 127.5 - 1.0).permute(0, 4, 1, 2, 3)
+    """Clips ``[B, T, H, W, C]`` -> float ``[B, C, T, H, W]`` in [-1, 1].
+
+    uint8 RGB is scaled from [0, 255]; float input (flow) is taken as already in [-1, 1].
+    """
+    x = torch.from_numpy(np.ascontiguousarray(clips))
+    x = x.float() / 127.5 - 1.0 if clips.dtype == np.uint8 else x.float()
+    return x.permute(0, 4, 1, 2, 3)
 
 
-class RGBExtractor:
-    """I3D RGB features of whole videos, one network reused across videos."""
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
-    def __init__(self, model: InceptionI3d, settings: ClipSettings, device: str = "auto") -> None:
-        if model.in_channels != 3:
-            raise ValueError(f"RGB extraction needs a 3-channel I3D, got {model.in_channels}")
+
+_END = object()
+
+
+class VideoExtractor:
+    """I3D features of whole videos for one or more modalities, networks reused across videos."""
+
+    def __init__(
+        self,
+        models: Mapping[str, InceptionI3d],
+        settings: ClipSettings,
+        device: str = "auto",
+    ) -> None:
+        if not models or any(m not in MODALITIES for m in models):
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}")
+        for modality, model in models.items():
+            if model.in_channels != _CHANNELS[modality]:
+                raise ValueError(
+                    f"the {modality} stream needs a {_CHANNELS[modality]}-channel I3D, "
+                    f"got {model.in_channels} channels"
+                )
         self.settings = settings
         self.device = pick_device(device)
-        self.model = model.to(self.device).eval()
+        self.models = {m: model.to(self.device).eval() for m, model in models.items()}
 
     @torch.inference_mode()
-    def forward(self, clips: np.ndarray) -> np.ndarray:
-        """Features of a batch of uint8 clips ``[B, T, H, W, 3]``."""
+    def forward(self, modality: str, clips: np.ndarray) -> np.ndarray:
+        """Features ``[B, 1024]`` of a batch of clips of one modality."""
         x = to_network_input(clips).to(self.device, non_blocking=True)
-        return self.model.features(x).float().cpu().numpy()
+        return self.models[modality].features(x).float().cpu().numpy()
 
-    def clip_batches(self, path: str | os.PathLike[str]) -> tuple[dict, Iterator[np.ndarray]]:
-        """Video facts and an iterator of clip batches (decoding runs as it is consumed)."""
+    def clip_batches(
+        self, path: str | os.PathLike[str]
+    ) -> tuple[dict, Iterator[tuple[str, np.ndarray]]]:
+        """Video facts and an iterator of ``(modality, clip batch)`` (decoding is lazy)."""
         s = self.settings
         info, indices, frames = iter_frames(path, s.fps, s.input_size)
-        fps = s.fps or info.fps
-        facts = {"num_frames": len(indices), "fps": fps, "duration": info.duration}
+        n = len(indices)
+        facts = {"num_frames": n, "fps": s.fps or info.fps, "duration": info.duration}
 
-        def batches() -> Iterator[np.ndarray]:
-            group: list[np.ndarray] = []
-            for clip in iter_clips(frames, len(indices), s.clip_length, s.stride):
-                group.append(clip)
-                if len(group) == s.batch_size:
-                    yield np.stack(group)
-                    group = []
-            if group:
-                yield np.stack(group)
+        def batches() -> Iterator[tuple[str, np.ndarray]]:
+            cutters = {m: ClipCutter(n, s.clip_length, s.stride) for m in self.models}
+            flow = FlowStream(s.flow_method) if "flow" in self.models else None
+            pending: dict[str, list[np.ndarray]] = {m: [] for m in self.models}
+
+            def full(final: bool) -> Iterator[tuple[str, np.ndarray]]:
+                for m, clips in pending.items():
+                    while len(clips) >= s.batch_size or (final and clips):
+                        yield m, np.stack(clips[: s.batch_size])
+                        del clips[: s.batch_size]
+
+            for batch in frames:
+                if "rgb" in cutters:
+                    pending["rgb"] += cutters["rgb"].push(batch)
+                if flow is not None:
+                    pending["flow"] += cutters["flow"].push(flow.push(batch))
+                yield from full(False)
+            if flow is not None:
+                pending["flow"] += cutters["flow"].push(flow.finish())
+            for m, cutter in cutters.items():
+                pending[m] += cutter.finish()
+            yield from full(True)
 
         return facts, batches()
 
     def extract(self, path: str | os.PathLike[str]) -> ExtractedVideo:
+        """Features of every modality of one video; errors name the file."""
         facts, batches = self.clip_batches(path)
-        feats = np.concatenate([self.forward(b) for b in batches])
+        outputs: dict[str, list[np.ndarray]] = {m: [] for m in self.models}
+        for modality, clips in _prefetch(batches, self.settings.prefetch):
+            outputs[modality].append(self.forward(modality, clips))
         s = self.settings
         expected = num_features(facts["num_frames"], s.clip_length, s.stride)
-        if len(feats) != expected:  # a decoder that returned fewer frames than it reported
-            raise RuntimeError(f"{path}: got {len(feats)} features, expected {expected}")
+        features = {}
+        for modality, parts in outputs.items():
+            feats = np.concatenate(parts) if parts else np.zeros((0, 1024), np.float32)
+            if len(feats) != expected:  # a decoder that returned fewer frames than it reported
+                raise RuntimeError(
+                    f"{path}: {modality} gave {len(feats)} features, expected {expected}"
+                )
+            features[modality] = feats.astype(np.float32)
         return ExtractedVideo(
-            features=feats.astype(np.float32),
+            features=features,
             num_frames=facts["num_frames"],
             fps=facts["fps"],
             duration=facts["duration"],
             padded=facts["num_frames"] < s.clip_length,
         )
+
+
+def _prefetch(items: Iterator, depth: int) -> Iterator:
+    """Run ``items`` in a background thread, up to ``depth`` ahead; re-raise its errors here."""
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer has gone
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(_Failure(exc))
+
+    thread = threading.Thread(target=work, name="decode-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

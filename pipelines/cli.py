@@ -16,6 +16,7 @@ import typer
 
 from features.video import VideoDecodeError
 from features.weights import WeightsError
+from pipelines.errors import PipelineInputError
 from tal.config import ConfigError, dump_config, load_config
 from tal.data.annotations import AnnotationError
 
@@ -33,8 +34,15 @@ config_app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=Tru
 app.add_typer(annotations_app, name="annotations")
 app.add_typer(config_app, name="config")
 
-USER_ERRORS = (ConfigError, AnnotationError, VideoDecodeError, WeightsError, FileExistsError)
-MULTI_VALUE_OPTIONS = ("--tiou",)
+USER_ERRORS = (
+    ConfigError,
+    AnnotationError,
+    VideoDecodeError,
+    WeightsError,
+    FileExistsError,
+    PipelineInputError,
+)
+MULTI_VALUE_OPTIONS = ("--tiou", "--modalities")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="experiment YAML (configs/*.yaml)")
@@ -193,6 +201,153 @@ def demo(config: ConfigOpt = Path("configs/demo.yaml"), set_: SetOpt = None) -> 
                 "(motion-energy baseline; a learned localizer must beat it)",
             ]
         )
+    )
+
+
+@app.command()
+def extract(
+    videos: Annotated[
+        Path | None, typer.Option(help="folder of video files (default: the config's data.videos)")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Zarr feature store (default: features.store)")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Ray actors (default: features.num_actors)")
+    ] = None,
+    modalities: Annotated[
+        list[str] | None, typer.Option(help="rgb, flow or both (default: features.modalities)")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="RGB weights: kinetics-rgb, random or a .pt file")
+    ] = None,
+    flow_weights: Annotated[
+        str | None, typer.Option(help="flow weights: kinetics-rgb, random or a .pt file")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="recreate the store, redo every video")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Extract I3D features of a folder of videos into a Zarr store on a Ray actor pool."""
+    from pipelines.extract import extract_from_config
+
+    overrides = list(set_ or [])
+    if modalities:
+        overrides.append(f"features.modalities=[{', '.join(modalities)}]")
+    if weights:
+        overrides.append(f"features.weights={weights}")
+    if flow_weights:
+        overrides.append(f"features.flow_weights={flow_weights}")
+    cfg = load_config(config, overrides)
+    if videos is None and config is None:
+        raise typer.BadParameter("give --videos DIR (or --config with data.videos)")
+    summary = extract_from_config(
+        cfg, videos=videos, store=store, workers=workers, overwrite=overwrite, log=_echo
+    )
+    for vid, error in summary.failures:
+        typer.echo(f"failed: {vid}: {error}")
+    typer.echo(summary.line())
+
+
+@app.command("import-features")
+def import_features_cmd(
+    folder: Annotated[Path, typer.Argument(help="folder of VIDEO_ID.npy feature files")],
+    store: Annotated[str, typer.Option(help="Zarr feature store to create or add to")],
+    stride: Annotated[int, typer.Option(min=1, help="frames between clip starts")] = 4,
+    clip_length: Annotated[int, typer.Option(min=1, help="frames per clip")] = 16,
+    fps: Annotated[float, typer.Option(help="frame rate the clips were cut at")] = 30.0,
+    modalities: Annotated[
+        list[str] | None,
+        typer.Option(help="rgb, flow or both, e.g. --modalities rgb flow (default both)"),
+    ] = None,
+    layout: Annotated[str, typer.Option(help="tc: [T, C] per file; ct: [C, T]")] = "tc",
+    split: Annotated[
+        int | None,
+        typer.Option(min=1, help="channels of rgb when both modalities (default C/2)"),
+    ] = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(help="ActivityNet-style JSON: durations give each video's frame count"),
+    ] = None,
+    extractor: Annotated[
+        str, typer.Option(help="name of the source features, e.g. actionformer-i3d")
+    ] = "imported",
+    weights_digest: Annotated[
+        str, typer.Option(help="digest of the network that made them, if known")
+    ] = "unknown",
+    dtype: Annotated[str, typer.Option(help="float32 or float16 in the store")] = "float32",
+    overwrite: Annotated[bool, typer.Option(help="replace the whole store")] = False,
+) -> None:
+    """Import per-video .npy features (ActionFormer style: THUMOS14 I3D is stride 4, clip 16,
+    30 fps, [T, 2048] = rgb then flow) into a Zarr feature store; bad files are recorded as
+    failed and skipped."""
+    from features.importing import FeatureImportError, import_features
+    from tal.data.annotations import load_annotations
+
+    durations = None
+    if annotations is not None:
+        ann = load_annotations(annotations, segments="keep")  # only durations are used
+        durations = {v.video_id: (v.duration, v.fps) for v in ann if v.duration is not None}
+    try:
+        summary = import_features(
+            folder, store, stride=stride, clip_length=clip_length, fps=fps,
+            modalities=modalities or ("rgb", "flow"), layout=layout, split=split,
+            durations=durations, extractor=extractor, weights_digest=weights_digest,
+            dtype=dtype, overwrite=overwrite, log=_echo,
+        )  # fmt: skip
+    except FeatureImportError as exc:
+        _echo(f"error: {exc}")
+        raise typer.Exit(2) from None
+    for note in summary.notes[:20]:
+        _echo(f"note: {note}")
+    if len(summary.notes) > 20:
+        _echo(f"note: ... and {len(summary.notes) - 20} more")
+    for video_id, reason in summary.failed.items():
+        typer.echo(f"failed: {video_id}: {reason}")
+    typer.echo(summary.line())
+
+
+@app.command("train-backbone")
+def train_backbone_cmd(
+    output: Annotated[Path, typer.Option(help="weights file to write (WEIGHTS.pt)")],
+    videos: Annotated[
+        Path | None, typer.Option(help="folder of video files (default: the config's data.videos)")
+    ] = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(help="ActivityNet-style JSON (default: the config's data.annotations)"),
+    ] = None,
+    modality: Annotated[
+        str | None, typer.Option(help="rgb or flow (default: backbone.modality)")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Fine-tune I3D on trimmed clips (actions + background) and save weights for `tal extract`."""
+    from tal.backbone.clips import BackboneError
+    from tal.backbone.train import BackboneTrainConfig, train_backbone
+
+    overrides = list(set_ or [])
+    if modality:
+        overrides.append(f"backbone.modality={modality}")
+    cfg = load_config(config, overrides)
+    if config is None and (videos is None or annotations is None):
+        raise typer.BadParameter("give --videos DIR and --annotations FILE (or --config)")
+    settings = BackboneTrainConfig.from_experiment(cfg)
+    try:
+        report = train_backbone(
+            videos or cfg.data.videos, annotations or cfg.data.annotations, output, settings,
+            log=_echo,
+        )  # fmt: skip
+    except BackboneError as exc:
+        _echo(f"error: {exc}")
+        raise typer.Exit(2) from None
+    for reason in report["skipped"]:
+        typer.echo(f"skipped: {reason}")
+    typer.echo(
+        f"trained {report['modality']} I3D on {report['train_clips']} clips in "
+        f"{report['seconds']:.1f} s: val accuracy {report['val_accuracy']:.3f} on "
+        f"{report['val_clips']} clips; sha256 {report['digest']}; wrote {report['output']}"
     )
 
 

@@ -146,6 +146,33 @@ class TrackingConfig(_Section):
     registered_model: str | None = Field(None, description="default: DATASET-METHOD")
 
 
+class BackboneConfig(_Section):
+    """Fine-tuning I3D on trimmed clips (``tal train-backbone``); clip length and flow method
+    come from ``features`` so the trained weights see what extraction will feed them."""
+
+    modality: Literal["rgb", "flow"] = Field("rgb", description="stream to train")
+    init: str = Field(
+        "kinetics-rgb",
+        description="start: kinetics-rgb (flow: cross-modality start), random or a checkpoint path",
+    )
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(8, ge=1, description="clips per optimiser step")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (fine-tuning scale)")
+    weight_decay: float = Field(1e-4, ge=0)
+    clips_per_instance: int = Field(
+        1, ge=1, description="windows spread across an action longer than one clip"
+    )
+    background_ratio: float = Field(
+        0.5, ge=0, description="background windows per action window (the extra class)"
+    )
+    seed: int = Field(0, ge=0, description="window sampling, initialisation, shuffling")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    input_size: int | None = Field(
+        None, ge=32, description="crop side in pixels; null uses features.input_size"
+    )
+    fps: float | None = Field(None, gt=0, description="clip fps; null uses features.fps")
+
+
 class ExperimentConfig(_Section):
     name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     dataset: str = Field("synth", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -158,6 +185,7 @@ class ExperimentConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
+    backbone: BackboneConfig = BackboneConfig()
 
     @model_validator(mode="after")
     def _derive_paths(self) -> ExperimentConfig:

@@ -20,8 +20,10 @@ from features.weights import (
     load_i3d,
     load_numpy_pickle,
     read_weights,
+    resolve_i3d,
     save_weights,
     sha256_file,
+    state_digest,
 )
 
 
@@ -158,3 +160,40 @@ def test_kinetics_weights_classify_cricket(shared_data):
     top = int(probs.argmax())
     assert labels[top] == "playing cricket"
     assert float(probs[top]) > 0.9
+
+
+def test_resolve_random_is_seeded_and_sized_per_modality():
+    a, meta_a = resolve_i3d("random", "rgb", seed=1)
+    _b, meta_b = resolve_i3d("random", "rgb", seed=1)
+    _c, meta_c = resolve_i3d("random", "rgb", seed=2)
+    assert meta_a["digest"] == meta_b["digest"] != meta_c["digest"]
+    assert meta_a["digest"] == state_digest(a.state_dict()) and "seed 1" in meta_a["origin"]
+    flow, _ = resolve_i3d("random", "flow", seed=1)
+    assert a.in_channels == 3 and flow.in_channels == 2
+    with pytest.raises(WeightsError, match="modality 'depth'"):
+        resolve_i3d("random", "depth")
+
+
+@pytest.mark.slow
+def test_resolve_kinetics_flow_is_cross_modality():
+    rgb, rgb_meta = resolve_i3d("kinetics-rgb", "rgb")
+    flow, flow_meta = resolve_i3d("kinetics-rgb", "flow")
+    assert rgb.in_channels == 3 and flow.in_channels == 2
+    first = rgb.state_dict()["Conv3d_1a_7x7.conv3d.weight"]
+    torch.testing.assert_close(
+        flow.state_dict()["Conv3d_1a_7x7.conv3d.weight"][:, 1], first.mean(dim=1)
+    )
+    assert flow_meta["origin"].startswith("cross-modality initialisation from")
+    assert flow_meta["digest"] != rgb_meta["digest"] == sha256_file(fetch_kinetics_rgb())
+    assert resolve_i3d("kinetics-rgb", "flow")[1]["digest"] == flow_meta["digest"]
+
+
+def test_resolve_weights_file_checks_the_stream(tmp_path):
+    path = tmp_path / "flow.pt"
+    save_weights(pytorch_i3d_state(channels=2), path, {"origin": "test"})
+    model, meta = resolve_i3d(str(path), "flow")
+    assert model.in_channels == 2 and meta["digest"] == sha256_file(path)
+    with pytest.raises(WeightsError, match=r"flow\.pt: weights take 2 input channels, the rgb"):
+        resolve_i3d(str(path), "rgb")
+    with pytest.raises(WeightsError, match="missing"):
+        resolve_i3d(str(tmp_path / "missing.pt"), "rgb")

@@ -1,0 +1,5 @@
+"""Errors the pipelines raise for input that cannot be used; `tal` prints them and exits 2."""
+
+
+class PipelineInputError(ValueError):
+    """A videos folder, store, or setting that a pipeline cannot work with; names it and why."""

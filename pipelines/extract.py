@@ -1,0 +1,420 @@
+"""Feature extraction on a Ray actor pool: videos in, a complete Zarr feature store out.
+
+    python -m pipelines.extract --config configs/demo.yaml          (what `ray job submit` runs)
+    tal extract --videos DIR --store STORE --workers 2 --modalities rgb flow
+
+Each actor loads its networks once (``num_gpus`` per actor where the cluster has GPUs, CPU
+actors otherwise), decodes and computes flow a few batches ahead of the networks, and writes
+each finished video straight into the store. The driver hands out one video at a time per
+actor, shows progress, and deals with failures: a bad video is recorded ``failed`` by the
+actor and the run goes on; an actor that dies or exceeds ``features.video_timeout`` on a
+video is killed, replaced, and the video retried up to ``features.max_retries`` times, then
+recorded failed. Re-running skips complete videos; ``overwrite`` recreates the store.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from features.store import FeatureStore, check_video_id
+from pipelines.errors import PipelineInputError
+from tal.config import ExperimentConfig, FeaturesConfig
+
+EXTRACTOR_NAME = "i3d"
+CRASH_ENV = "TAL_EXTRACT_FAULT"  # test hook: "crash:ID:MARKER" or "hang:ID" (see _inject_fault)
+
+
+class ExtractError(PipelineInputError):
+    """Extraction input that cannot be used (videos folder, store, settings)."""
+
+
+@dataclass
+class VideoResult:
+    video_id: str
+    status: str  # "done" | "failed"
+    clips: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    padded: bool = False
+
+
+@dataclass
+class ExtractSummary:
+    store: str
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    clips: int = 0
+    seconds: float = 0.0
+    workers: int = 0
+    retried: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    padded: list[str] = field(default_factory=list)
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"extracted {self.done} videos ({self.clips} clips, {self.clips_per_second:.1f} "
+            f"clips/s, {self.workers} workers, {self.seconds:.1f} s), skipped {self.skipped} "
+            f"already complete, failed {self.failed}; manifest: {self.store}/manifest.parquet"
+        )
+
+
+def list_videos(folder: str | os.PathLike[str], extensions: list[str]) -> dict[str, Path]:
+    """``{video_id: file}`` for the video files directly in ``folder`` (id = file stem)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExtractError(f"{folder}: videos folder not found")
+    exts = {e.lower() for e in extensions}
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in exts:
+            continue
+        if path.stem in found:
+            raise ExtractError(
+                f"{folder}: two files for video id {path.stem!r}: {found[path.stem].name} and "
+                f"{path.name}; keep one"
+            )
+        found[path.stem] = path
+    if not found:
+        raise ExtractError(f"{folder}: no video files (extensions {', '.join(extensions)})")
+    return found
+
+
+def store_attrs(features: FeaturesConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """The store's identity attributes and the weights spec per modality.
+
+    Resolves the weights once in the driver for their digests and origins; actors load the
+    same specs.
+    """
+    from features.weights import resolve_i3d
+
+    specs = {
+        m: features.weights if m == "rgb" else features.flow_weights for m in features.modalities
+    }
+    digests, origins = {}, {}
+    for modality, spec in specs.items():
+        _, meta = resolve_i3d(spec, modality)
+        digests[modality], origins[modality] = meta["digest"], meta["origin"]
+    attrs = {
+        "extractor": EXTRACTOR_NAME,
+        "weights_digest": digests,
+        "weights_origin": origins,
+        "clip_length": features.clip_length,
+        "stride": features.stride,
+        "input_size": features.input_size,
+        "fps": features.fps,
+        "dtype": features.dtype,
+        "modalities": list(features.modalities),
+        "feature_dims": {m: 1024 for m in features.modalities},
+    }
+    if "flow" in features.modalities:
+        attrs["flow_method"] = features.flow_method
+    return attrs, specs
+
+
+def _inject_fault(video_id: str) -> None:
+    """Test hook (env ``TAL_EXTRACT_FAULT``): kill the actor once, or hang, on one video."""
+    spec = os.environ.get(CRASH_ENV, "")
+    kind, _, rest = spec.partition(":")
+    if kind == "crash":
+        target, _, marker = rest.partition(":")
+        if target == video_id and marker and not os.path.exists(marker):
+            Path(marker).write_text("crashed once\n")
+            os._exit(1)
+    elif kind == "hang" and rest == video_id:
+        time.sleep(10**6)
+
+
+class ExtractWorker:
+    """One Ray actor: networks loaded once, videos extracted into the store one at a time."""
+
+    def __init__(
+        self,
+        store: str,
+        specs: dict[str, str],
+        settings: dict[str, Any],
+        device: str,
+        threads: int,
+    ) -> None:
+        import torch
+
+        from features.extractor import ClipSettings, VideoExtractor
+        from features.weights import resolve_i3d
+
+        torch.set_num_threads(max(1, threads))
+        models = {m: resolve_i3d(spec, m)[0] for m, spec in specs.items()}
+        self.extractor = VideoExtractor(models, ClipSettings(**settings), device)
+        self.store = FeatureStore.open(store, mode="a")
+
+    def ready(self) -> str:
+        return str(self.extractor.device)
+
+    def extract(self, video_id: str, path: str) -> VideoResult:
+        from features.video import VideoDecodeError
+
+        _inject_fault(video_id)
+        start = time.perf_counter()
+        try:
+            out = self.extractor.extract(path)
+        except (VideoDecodeError, RuntimeError, ValueError, OSError) as exc:
+            error = str(exc) if isinstance(exc, VideoDecodeError) else f"{path}: {exc}"
+            self.store.record(video_id, "failed", error=error)
+            return VideoResult(video_id, "failed", error=error)
+        seconds = time.perf_counter() - start
+        self.store.write_video(
+            video_id,
+            out.features,
+            {"num_frames": out.num_frames, "fps": out.fps, "duration": out.duration},
+            seconds=seconds,
+        )
+        return VideoResult(video_id, "done", out.num_clips, seconds, padded=out.padded)
+
+
+class Progress:
+    """A one-line progress bar on stderr: videos, failures, clips per second."""
+
+    def __init__(self, total: int, stream=None) -> None:
+        self.total, self.stream = total, stream or sys.stderr
+        self.start = time.perf_counter()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def update(self, finished: int, failed: int, clips: int, last: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        width = 24
+        filled = int(width * finished / self.total) if self.total else width
+        bar = "#" * filled + "." * (width - filled)
+        rate = clips / elapsed if elapsed > 0 else 0.0
+        line = (
+            f"[{bar}] {finished}/{self.total} videos, {failed} failed, {rate:.1f} clips/s ({last})"
+        )
+        self.stream.write(("\r" + line + " " * 8) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def _ray_init() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()  # a cluster: no resource arguments (`ray job submit` needs that)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+def _actor_options(features: FeaturesConfig, workers: int, log) -> tuple[dict, str, int]:
+    """Ray options, device and torch threads for each actor, from what the cluster offers."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
+    want_gpu = features.device != "cpu" and features.num_gpus_per_actor > 0
+    if features.device == "cuda" and gpus == 0:
+        raise ExtractError("features.device is 'cuda' but the Ray cluster has no GPUs")
+    if want_gpu and gpus == 0:
+        log("no GPUs in the Ray cluster: extraction actors run on CPU")
+    threads = max(1, int(cpus // workers))
+    # OpenMP's spinning threads starve the decode/flow prefetch thread (measured here: 2
+    # threads with prefetch ran at 7.2 clips/s busy-waiting, 18.2 passive)
+    options: dict[str, Any] = {
+        "num_cpus": threads,
+        "runtime_env": {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}},
+    }
+    if os.environ.get(CRASH_ENV):  # the test hook reaches actors on an existing cluster too
+        options["runtime_env"]["env_vars"][CRASH_ENV] = os.environ[CRASH_ENV]
+    device = "cpu"
+    if want_gpu and gpus > 0:
+        options["num_gpus"] = features.num_gpus_per_actor
+        device = "cuda"
+    return options, device, threads
+
+
+def run_extraction(
+    videos: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    features: FeaturesConfig,
+    workers: int | None = None,
+    overwrite: bool = False,
+    extensions: list[str] | None = None,
+    log: Callable[[str], None] = print,
+    progress_stream=None,
+) -> ExtractSummary:
+    """Extract every video of a folder into ``store`` on a pool of Ray actors."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+    extensions = extensions or [".mp4", ".mkv", ".avi", ".webm", ".mov"]
+    files = list_videos(videos, extensions)
+    bad_ids = {}
+    for vid in files:
+        try:
+            check_video_id(vid)
+        except ValueError as exc:
+            bad_ids[vid] = str(exc)
+    attrs, specs = store_attrs(features)
+    location = os.fspath(store)
+    try:
+        fs = FeatureStore.create(location, attrs, overwrite=overwrite)
+    except ValueError as exc:
+        raise ExtractError(f"{exc} (tal extract: pass --overwrite)") from None
+    complete = fs.completed()
+    todo = deque(v for v in files if v not in complete and v not in bad_ids)
+    workers = max(1, min(workers or features.num_actors, len(todo) or 1))
+    summary = ExtractSummary(
+        store=location, total=len(files), skipped=len(files) - len(todo) - len(bad_ids)
+    )
+    summary.workers = workers
+    for vid, reason in bad_ids.items():  # cannot be a store key, so not in the manifest
+        summary.failed += 1
+        summary.failures.append((vid, reason))
+        log(f"skipping {files[vid]}: {reason}")
+    log(
+        f"extracting {len(todo)} of {len(files)} videos into {location} "
+        f"({summary.skipped} already complete) with {workers} workers"
+    )
+    if not todo:
+        fs.write_manifest()
+        return summary
+
+    _ray_init()
+    options, device, threads = _actor_options(features, workers, log)
+    settings = {
+        "fps": features.fps,
+        "clip_length": features.clip_length,
+        "stride": features.stride,
+        "input_size": features.input_size,
+        "batch_size": features.batch_size,
+        "flow_method": features.flow_method,
+    }
+    remote = ray.remote(ExtractWorker)
+
+    def new_actor():
+        return remote.options(**options).remote(location, specs, settings, device, threads)
+
+    actors = [new_actor() for _ in range(workers)]
+    attempts: dict[str, int] = {}
+    running: dict[Any, tuple[int, str, float]] = {}  # ref -> (actor slot, video, started)
+    bar = Progress(len(todo), progress_stream)
+    finished = 0
+    start = time.perf_counter()
+
+    def submit(slot: int) -> None:
+        if todo:
+            vid = todo.popleft()
+            ref = actors[slot].extract.remote(vid, str(files[vid]))
+            running[ref] = (slot, vid, time.perf_counter())
+
+    def actor_lost(slot: int, vid: str, reason: str) -> None:
+        nonlocal finished
+        ray.kill(actors[slot], no_restart=True)
+        actors[slot] = new_actor()
+        attempts[vid] = attempts.get(vid, 0) + 1
+        if attempts[vid] <= features.max_retries:
+            summary.retried += 1
+            log(f"{vid}: {reason}; worker replaced, retry {attempts[vid]}")
+            todo.appendleft(vid)
+        else:
+            error = f"{files[vid]}: {reason} ({attempts[vid]} attempts)"
+            fs.record(vid, "failed", error=error)
+            summary.failed += 1
+            summary.failures.append((vid, error))
+            finished += 1
+            bar.update(finished, summary.failed, summary.clips, f"{vid} failed")
+
+    try:
+        try:
+            devices = ray.get([a.ready.remote() for a in actors])
+        except RayActorError as exc:
+            raise ExtractError(f"extraction workers could not start: {exc}") from None
+        log(f"{workers} workers ready on {', '.join(sorted(set(devices)))}")
+        for slot in range(workers):
+            submit(slot)
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in ready:
+                slot, vid, _ = running.pop(ref)
+                try:
+                    result: VideoResult = ray.get(ref)
+                except (RayActorError, WorkerCrashedError) as exc:
+                    actor_lost(slot, vid, f"worker died ({type(exc).__name__})")
+                    submit(slot)
+                    continue
+                except RayTaskError as exc:  # an unexpected error inside the actor
+                    cause = exc.cause if exc.cause is not None else exc
+                    error = f"{files[vid]}: {type(cause).__name__}: {cause}"
+                    fs.record(vid, "failed", error=error)
+                    result = VideoResult(vid, "failed", error=error)
+                finished += 1
+                if result.status == "done":
+                    summary.done += 1
+                    summary.clips += result.clips
+                    if result.padded:
+                        summary.padded.append(vid)
+                        log(f"{vid}: shorter than one clip; padded to one feature")
+                else:
+                    summary.failed += 1
+                    summary.failures.append((vid, result.error or ""))
+                bar.update(finished, summary.failed, summary.clips, f"{vid} {result.status}")
+                submit(slot)
+            now = time.perf_counter()
+            for ref, (slot, vid, started) in list(running.items()):
+                if now - started > features.video_timeout:
+                    running.pop(ref)
+                    actor_lost(slot, vid, f"timed out after {features.video_timeout:g} s")
+                    submit(slot)
+    finally:
+        bar.close()
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        summary.seconds = time.perf_counter() - start
+        fs.write_manifest()
+    return summary
+
+
+def extract_from_config(
+    config: ExperimentConfig,
+    videos: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> ExtractSummary:
+    """Extraction as one config describes it (the synthetic dataset is made when configured)."""
+    if videos is None and config.data.synth is not None:
+        from pipelines.synth import ensure_synth_dataset
+
+        ensure_synth_dataset(config, log=log)
+    return run_extraction(
+        videos or config.data.videos,
+        store or config.features.store,
+        config.features,
+        workers=workers,
+        overwrite=overwrite,
+        extensions=config.data.video_extensions,
+        log=log,
+    )
+
+
+def main() -> None:
+    from pipelines.cli import run_module
+
+    run_module("extract")
+
+
+if __name__ == "__main__":
+    main()

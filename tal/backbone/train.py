@@ -1,0 +1,296 @@
+"""Fine-tune I3D for clip recognition: actions plus background, validated on held-out clips.
+
+The loop is plain PyTorch (a DataLoader over in-memory clips, AdamW, cross-entropy) so that
+a later stage can run ``train_epoch`` under Ray Train unchanged. On CPU a run is
+deterministic for a seed: window sampling, the new classification layer, shuffling, flips
+and dropout all draw from seeded generators. The result is saved in the project's weights
+format (``features.weights.save_weights``), which ``tal extract --weights`` loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from features.extractor import pick_device, to_network_input
+from features.i3d import InceptionI3d
+from features.weights import resolve_i3d, save_weights
+from tal.backbone.clips import BackboneError, ClipSet, build_clip_set
+from tal.config import ExperimentConfig
+from tal.data.annotations import load_annotations
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneTrainConfig:
+    """Every setting of one backbone training run, resolved (no config defaults left)."""
+
+    modality: str = "rgb"
+    init: str = "kinetics-rgb"
+    epochs: int = 4
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    clips_per_instance: int = 1
+    background_ratio: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    input_size: int = 224
+    fps: float | None = None
+    clip_length: int = 16
+    flow_method: str = "tvl1"
+    train_subsets: tuple[str, ...] = ("training",)
+    val_subset: str = "validation"
+    video_extensions: tuple[str, ...] = (".mp4", ".mkv", ".avi", ".webm", ".mov")
+
+    @classmethod
+    def from_experiment(cls, config: ExperimentConfig) -> BackboneTrainConfig:
+        """``backbone`` settings, with size, fps, clip length and flow method from ``features``."""
+        b, f, d = config.backbone, config.features, config.data
+        return cls(
+            modality=b.modality,
+            init=b.init,
+            epochs=b.epochs,
+            batch_size=b.batch_size,
+            lr=b.lr,
+            weight_decay=b.weight_decay,
+            clips_per_instance=b.clips_per_instance,
+            background_ratio=b.background_ratio,
+            seed=b.seed,
+            device=b.device,
+            input_size=b.input_size or f.input_size,
+            fps=b.fps if b.fps is not None else f.fps,
+            clip_length=f.clip_length,
+            flow_method=f.flow_method,
+            train_subsets=tuple(d.train_subsets),
+            val_subset=d.val_subset,
+            video_extensions=tuple(d.video_extensions),
+        )
+
+
+class ClipDataset(Dataset):
+    """In-memory clips as network inputs ``[C, T, S, S]`` in [-1, 1] and their labels."""
+
+    def __init__(self, clips: ClipSet) -> None:
+        self.clips, self.labels = clips.clips, clips.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        clip = self.clips[i : i + 1]
+        if clip.dtype == np.float16:  # flow is kept as float16 to halve memory
+            clip = clip.astype(np.float32)
+        return to_network_input(clip)[0], int(self.labels[i])
+
+
+def random_flip(x: torch.Tensor, modality: str, generator: torch.Generator) -> torch.Tensor:
+    """Mirror about half the clips of ``x`` [B, C, T, H, W]; mirrored flow has its x negated."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    if not flip.any():
+        return x
+    x = x.clone()
+    mirrored = x[flip].flip(-1)
+    if modality == "flow":
+        mirrored[:, 0] = -mirrored[:, 0]
+    x[flip] = mirrored
+    return x
+
+
+def train_epoch(
+    model: InceptionI3d,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    modality: str,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """One pass over ``loader`` with flips; mean loss and accuracy on the training clips."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        x = random_flip(x, modality, generator).to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += float(loss.detach()) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+@torch.no_grad()
+def evaluate(model: InceptionI3d, loader: DataLoader, device: torch.device) -> dict[str, Any]:
+    """Clip accuracy and mean loss, and the predicted class of every clip."""
+    model.eval()
+    total_loss, preds, labels = 0.0, [], []
+    for x, y in loader:
+        logits = model(x.to(device))
+        total_loss += float(F.cross_entropy(logits, y.to(device), reduction="sum"))
+        preds.append(logits.argmax(1).cpu())
+        labels.append(y)
+    pred, true = torch.cat(preds), torch.cat(labels)
+    return {
+        "loss": total_loss / max(len(true), 1),
+        "accuracy": float((pred == true).float().mean()) if len(true) else 0.0,
+        "predictions": pred.tolist(),
+    }
+
+
+@dataclass
+class BackboneReport:
+    """What a backbone training run did; ``to_dict`` is what the CLI and trackers log."""
+
+    output: str
+    digest: str
+    modality: str
+    init_origin: str
+    train_clips: int
+    val_clips: int
+    class_names: list[str]
+    train_class_counts: list[int]
+    epochs: list[dict[str, float]]
+    val_accuracy: float
+    seconds: float
+    decode_seconds: float
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def train_backbone(
+    video_dir: str | os.PathLike[str],
+    annotations_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    settings: BackboneTrainConfig,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Cut clips, fine-tune I3D on the training subsets, validate, save; returns the report.
+
+    Raises AnnotationError for an unusable annotation file, BackboneError when a subset gives
+    no clips or the device is not available, WeightsError for weights that cannot be loaded.
+    """
+    say = log or logger.info
+    t0 = time.perf_counter()
+    try:
+        device = pick_device(settings.device)
+    except RuntimeError as exc:
+        raise BackboneError(f"backbone.device: {exc}") from None
+    annotations = load_annotations(annotations_path)
+    clip_args = {
+        "clip_length": settings.clip_length,
+        "input_size": settings.input_size,
+        "fps": settings.fps,
+        "modality": settings.modality,
+        "flow_method": settings.flow_method,
+        "clips_per_instance": settings.clips_per_instance,
+        "background_ratio": settings.background_ratio,
+        "seed": settings.seed,
+        "extensions": settings.video_extensions,
+    }
+    train_set = build_clip_set(annotations, video_dir, settings.train_subsets, **clip_args)
+    val_set = build_clip_set(annotations, video_dir, [settings.val_subset], **clip_args)
+    decode_seconds = time.perf_counter() - t0
+    skipped = train_set.skipped + val_set.skipped
+    say(
+        f"clips: {len(train_set)} training, {len(val_set)} validation "
+        f"({len(train_set.label_names) - 1} classes + background, {settings.modality}, "
+        f"{settings.input_size} px, {settings.clip_length} frames) in {decode_seconds:.1f} s"
+        + (f"; skipped {len(skipped)} videos" if skipped else "")
+    )
+
+    model, init_meta = resolve_i3d(settings.init, settings.modality, seed=settings.seed)
+    torch.manual_seed(settings.seed)  # the new layer, dropout
+    model.replace_logits(len(train_set.label_names))
+    model.to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    shuffle = torch.Generator().manual_seed(settings.seed)
+    flips = torch.Generator().manual_seed(settings.seed + 1)
+    pin = device.type == "cuda"
+    train_loader = DataLoader(
+        ClipDataset(train_set), settings.batch_size, shuffle=True, generator=shuffle, pin_memory=pin
+    )
+    val_loader = DataLoader(ClipDataset(val_set), settings.batch_size, pin_memory=pin)
+
+    history: list[dict[str, float]] = []
+    for epoch in range(1, settings.epochs + 1):
+        start = time.perf_counter()
+        train = train_epoch(model, train_loader, optimizer, device, settings.modality, flips)
+        val = evaluate(model, val_loader, device)
+        row = {
+            "epoch": epoch,
+            "train_loss": train["loss"],
+            "train_accuracy": train["accuracy"],
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "seconds": time.perf_counter() - start,
+        }
+        history.append(row)
+        say(
+            f"epoch {epoch}/{settings.epochs}: train loss {row['train_loss']:.3f} "
+            f"acc {row['train_accuracy']:.3f}, val loss {row['val_loss']:.3f} "
+            f"acc {row['val_accuracy']:.3f} ({row['seconds']:.1f} s)"
+        )
+
+    val_accuracy = history[-1]["val_accuracy"]
+    meta = {
+        "origin": (
+            f"fine-tuned from {init_meta.get('origin', settings.init)} on {annotations_path} "
+            f"{'+'.join(settings.train_subsets)} subset"
+        ),
+        "modality": settings.modality,
+        "num_classes": len(train_set.label_names),
+        "labels": list(train_set.label_names),
+        "val_accuracy": val_accuracy,
+        "val_subset": settings.val_subset,
+        "epochs": settings.epochs,
+        "input_size": settings.input_size,
+        "fps": settings.fps,
+        "clip_length": settings.clip_length,
+        "flow_method": settings.flow_method if settings.modality == "flow" else None,
+        "init": settings.init,
+        "init_digest": init_meta.get("digest"),
+        "train_clips": len(train_set),
+        "val_clips": len(val_set),
+        "seed": settings.seed,
+    }
+    model.cpu()
+    digest = save_weights(model.state_dict(), output, meta)
+    report = BackboneReport(
+        output=str(Path(output)),
+        digest=digest,
+        modality=settings.modality,
+        init_origin=str(init_meta.get("origin", settings.init)),
+        train_clips=len(train_set),
+        val_clips=len(val_set),
+        class_names=list(train_set.label_names),
+        train_class_counts=class_counts(train_set.labels, len(train_set.label_names)),
+        epochs=history,
+        val_accuracy=val_accuracy,
+        seconds=time.perf_counter() - t0,
+        decode_seconds=decode_seconds,
+        skipped=skipped,
+    )
+    return report.to_dict()
+
+
+def class_counts(labels: Sequence[int], num_classes: int) -> list[int]:
+    """Clips per class (background last): a quick check of the training set's balance."""
+    return np.bincount(np.asarray(labels, np.int64), minlength=num_classes).tolist()

