@@ -53,7 +53,8 @@ class ExtractSummary:
     skipped: int = 0
     failed: int = 0
     clips: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # from workers ready to the last video written
+    startup_seconds: float = 0.0  # starting Ray and the workers, loading the networks
     workers: int = 0
     retried: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -66,7 +67,8 @@ class ExtractSummary:
     def line(self) -> str:
         return (
             f"extracted {self.done} videos ({self.clips} clips, {self.clips_per_second:.1f} "
-            f"clips/s, {self.workers} workers, {self.seconds:.1f} s), skipped {self.skipped} "
+            f"clips/s, {self.workers} workers, {self.seconds:.1f} s after "
+            f"{self.startup_seconds:.1f} s start-up), skipped {self.skipped} "
             f"already complete, failed {self.failed}; manifest: {self.store}/manifest.parquet"
         )
 
@@ -291,6 +293,7 @@ def run_extraction(
         fs.write_manifest()
         return summary
 
+    start = time.perf_counter()
     _ray_init()
     options, device, threads = _actor_options(features, workers, log)
     settings = {
@@ -311,7 +314,6 @@ def run_extraction(
     running: dict[Any, tuple[int, str, float]] = {}  # ref -> (actor slot, video, started)
     bar = Progress(len(todo), progress_stream)
     finished = 0
-    start = time.perf_counter()
 
     def submit(slot: int) -> None:
         if todo:
@@ -342,6 +344,9 @@ def run_extraction(
         except RayActorError as exc:
             raise ExtractError(f"extraction workers could not start: {exc}") from None
         log(f"{workers} workers ready on {', '.join(sorted(set(devices)))}")
+        summary.startup_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        bar.start = start
         for slot in range(workers):
             submit(slot)
         while running:

@@ -159,6 +159,29 @@ def test_hanging_video_is_killed_retried_then_failed(videos, tmp_path, ray_local
     assert rows["synth_0001"]["status"] == "failed"
 
 
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z" and os.getsid(int(entry.name)) == sid:  # zombies are dead
+                    pids.append(int(entry.name))
+    return pids
+
+
+def _kill_session(sid: int, timeout: float = 30.0) -> None:
+    """SIGKILL every process of session ``sid`` and wait until they are gone: an orphaned
+    Ray worker would otherwise go on and finish the video it was extracting."""
+    deadline = time.time() + timeout
+    while (pids := _session_pids(sid)) and time.time() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    assert not _session_pids(sid), f"processes of the killed run survived: {_session_pids(sid)}"
+
+
 def test_sigkill_halfway_then_rerun_completes(videos, tmp_path):
     """Kill `tal extract` with SIGKILL mid-run; readers never see a partial video; a re-run
     recomputes only what was not complete."""
@@ -185,9 +208,8 @@ def test_sigkill_halfway_then_rerun_completes(videos, tmp_path):
             pytest.fail("extraction did not progress within 120 s")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    finally:  # Ray's helper processes are in the same session: leave nothing behind
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    finally:  # Ray's processes (workers have process groups of their own) share the session
+        _kill_session(proc.pid)
     fs = FeatureStore.open(store)
     complete = fs.completed()
     assert 3 <= len(complete) < 8, complete
