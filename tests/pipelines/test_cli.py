@@ -30,6 +30,19 @@ def test_expand_multi_value_tiou():
     ]
 
 
+def test_expand_multi_value_stops_before_a_positional_argument():
+    argv = ["import-features", "--modalities", "rgb", "flow", "feats/", "--store", "s.zarr"]
+    assert _expand_multi_value(argv) == [
+        "import-features", "--modalities", "rgb", "--modalities", "flow", "feats/",
+        "--store", "s.zarr",
+    ]  # fmt: skip
+    # a wrong first value is still handed to the option, which then names it
+    assert _expand_multi_value(["extract", "--modalities", "depth"])[1:] == [
+        "--modalities",
+        "depth",
+    ]
+
+
 def test_eval_reproduces_official_numbers(shared_data, tmp_path, capsys):
     folder = shared_data / "eval_oracle_thumos14"
     out = tmp_path / "result.json"

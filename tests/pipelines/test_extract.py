@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 
 from features.clips import num_features
+from features.extractor import ClipSettings, VideoExtractor
 from features.store import FeatureStore
+from features.weights import load_i3d
 from pipelines.extract import CRASH_ENV, ExtractError, list_videos, run_extraction
+from tal.backbone.train import BackboneTrainConfig, train_backbone
 from tal.config import FeaturesConfig
 
 pytestmark = pytest.mark.slow
@@ -241,3 +244,26 @@ def test_listing_errors_name_the_folder(tmp_path):
     (tmp_path / "a.mkv").write_bytes(b"x")
     with pytest.raises(ExtractError, match="two files for video id 'a'"):
         list_videos(tmp_path, [".mp4", ".mkv"])
+
+
+def test_trained_backbone_weights_are_used_and_recorded(tiny_synth, tmp_path, ray_local):
+    """`tal train-backbone` output goes straight into `tal extract --weights`."""
+    settings = BackboneTrainConfig(
+        init="random", epochs=1, input_size=32, fps=10.0, clip_length=16, device="cpu"
+    )
+    weights = tmp_path / "rgb.pt"
+    train_backbone(tiny_synth.out_dir / "videos", tiny_synth.annotations, weights, settings)
+    model, meta = load_i3d(weights)
+    features = _features(modalities=["rgb"], weights=str(weights))
+    summary = run_extraction(
+        tiny_synth.out_dir / "videos", tmp_path / "s.zarr", features, workers=1, log=_quiet
+    )
+    assert summary.failed == 0 and summary.done == 8
+    fs = FeatureStore.open(tmp_path / "s.zarr")
+    assert fs.attrs["weights_digest"]["rgb"] == meta["digest"]
+    assert fs.attrs["weights_origin"]["rgb"].startswith("fine-tuned from random")
+    # the store holds what this network computes on the video
+    direct = VideoExtractor(
+        {"rgb": model}, ClipSettings(fps=10.0, clip_length=16, stride=4, input_size=32), "cpu"
+    ).extract(tiny_synth.out_dir / "videos" / "synth_0000.mp4")
+    np.testing.assert_allclose(fs.read("synth_0000"), direct.features["rgb"], atol=1e-4)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from features.i3d import InceptionI3d
-from tal.backbone.probe import clip_features, linear_probe
+from tal.backbone.probe import L2_GRID, choose_l2, clip_features, linear_probe
 
 
 def _blobs(n: int, seed: int, spread: float):
@@ -21,7 +21,7 @@ def test_separable_classes_are_found():
     x, y = _blobs(90, 0, 0.5)
     xt, yt = _blobs(60, 1, 0.5)
     res = linear_probe(x, y, xt, yt, num_classes=3)
-    assert res.accuracy == 1.0 and res.train_accuracy == 1.0
+    assert res.accuracy == 1.0 and res.train_accuracy == 1.0 and res.l2 in L2_GRID
     assert (res.train_clips, res.test_clips) == (90, 60)
 
 
@@ -29,8 +29,16 @@ def test_features_without_label_information_score_near_chance():
     rng = np.random.default_rng(0)
     x, xt = rng.normal(size=(300, 16)), rng.normal(size=(600, 16))
     y, yt = rng.integers(0, 3, 300), rng.integers(0, 3, 600)
-    res = linear_probe(x, y, xt, yt, num_classes=3)
+    res = linear_probe(x, y, xt, yt, num_classes=3, l2=1e-4)
     assert res.accuracy < 0.45 and res.train_accuracy > res.accuracy
+
+
+def test_cross_validation_picks_the_penalty_that_generalises():
+    x, y = _blobs(60, 0, 0.5)
+    groups = np.repeat(np.arange(15), 4)
+    # a huge penalty flattens every logit to the bias: chance level on held-out folds
+    assert choose_l2(x, y, 3, groups, grid=(1e6, 1e-3)) == 1e-3
+    assert choose_l2(x, y, 3, groups, grid=(1e-3, 1e6)) == 1e-3
 
 
 def test_empty_side_is_an_error():
