@@ -18,6 +18,7 @@ Prints clips per second of each, the pipeline / forward-only ratios and the 2-wo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -25,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from features.extractor import ClipSettings, VideoExtractor
+from features.extractor import VideoExtractor
 from features.weights import resolve_i3d
-from pipelines.extract import list_videos, run_extraction
+from pipelines.extract import clip_settings, list_videos, run_extraction
 from pipelines.synth import ensure_synth_dataset
 from tal.config import load_config
 
@@ -38,15 +39,7 @@ def forward_only(features, files: list[Path], repeat: int = 2) -> tuple[float, i
         m: resolve_i3d(features.weights if m == "rgb" else features.flow_weights, m)[0]
         for m in features.modalities
     }
-    settings = ClipSettings(
-        fps=features.fps,
-        clip_length=features.clip_length,
-        stride=features.stride,
-        input_size=features.input_size,
-        batch_size=features.batch_size,
-        flow_method=features.flow_method,
-        prefetch=0,
-    )
+    settings = dataclasses.replace(clip_settings(features), prefetch=0)
     extractor = VideoExtractor(models, settings, features.device)
     batches: list[tuple[str, np.ndarray]] = []
     for path in files:

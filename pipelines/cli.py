@@ -397,6 +397,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
+def exit_status(argv: list[str]) -> int:
+    """Run ``tal ARGV...`` in this process and return its exit status instead of exiting."""
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
 def run_module(command: str) -> None:
     """`python -m pipelines.X ...` runs `tal X ...`."""
     main([command, *sys.argv[1:]])

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from features.extractor import ClipSettings
 from features.store import FeatureStore, check_video_id
 from pipelines.errors import PipelineInputError
 from tal.config import ExperimentConfig, FeaturesConfig
@@ -126,6 +127,18 @@ def store_attrs(features: FeaturesConfig) -> tuple[dict[str, Any], dict[str, str
     return attrs, specs
 
 
+def clip_settings(features: FeaturesConfig) -> ClipSettings:
+    """The extractor's settings as the ``features`` section of a config gives them."""
+    return ClipSettings(
+        fps=features.fps,
+        clip_length=features.clip_length,
+        stride=features.stride,
+        input_size=features.input_size,
+        batch_size=features.batch_size,
+        flow_method=features.flow_method,
+    )
+
+
 def _inject_fault(video_id: str) -> None:
     """Test hook (env ``TAL_EXTRACT_FAULT``): kill the actor once, or hang, on one video."""
     spec = os.environ.get(CRASH_ENV, "")
@@ -146,18 +159,18 @@ class ExtractWorker:
         self,
         store: str,
         specs: dict[str, str],
-        settings: dict[str, Any],
+        settings: ClipSettings,
         device: str,
         threads: int,
     ) -> None:
         import torch
 
-        from features.extractor import ClipSettings, VideoExtractor
+        from features.extractor import VideoExtractor
         from features.weights import resolve_i3d
 
         torch.set_num_threads(max(1, threads))
         models = {m: resolve_i3d(spec, m)[0] for m, spec in specs.items()}
-        self.extractor = VideoExtractor(models, ClipSettings(**settings), device)
+        self.extractor = VideoExtractor(models, settings, device)
         self.store = FeatureStore.open(store, mode="a")
 
     def ready(self) -> str:
@@ -296,14 +309,7 @@ def run_extraction(
     start = time.perf_counter()
     _ray_init()
     options, device, threads = _actor_options(features, workers, log)
-    settings = {
-        "fps": features.fps,
-        "clip_length": features.clip_length,
-        "stride": features.stride,
-        "input_size": features.input_size,
-        "batch_size": features.batch_size,
-        "flow_method": features.flow_method,
-    }
+    settings = clip_settings(features)
     remote = ray.remote(ExtractWorker)
 
     def new_actor():

@@ -6,15 +6,8 @@ import json
 
 import pytest
 
-from pipelines.cli import _expand_multi_value, main
-
-
-def run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from pipelines.cli import _expand_multi_value
+from pipelines.cli import exit_status as run
 
 
 def test_expand_multi_value_tiou():

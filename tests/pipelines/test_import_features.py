@@ -10,15 +10,7 @@ import pytest
 
 from features.importing import smallest_num_frames
 from features.store import FeatureStore
-from pipelines.cli import main
-
-
-def run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from pipelines.cli import exit_status as run
 
 
 @pytest.fixture

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from features.weights import load_i3d
-from pipelines.cli import main
+from pipelines.cli import exit_status as run
 
 TINY_SET = [
     "--set", "backbone.init=random", "--set", "backbone.epochs=1", "--set", "backbone.device=cpu",
     "--set", "backbone.input_size=32", "--set", "backbone.fps=10",
     "--set", "features.clip_length=8", "--set", "features.flow_method=dis",
 ]  # fmt: skip
-
-
-def run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_train_backbone_command(tiny_synth, tmp_path, capsys):
