@@ -267,3 +267,18 @@ def test_trained_backbone_weights_are_used_and_recorded(tiny_synth, tmp_path, ra
         {"rgb": model}, ClipSettings(fps=10.0, clip_length=16, stride=4, input_size=32), "cpu"
     ).extract(tiny_synth.out_dir / "videos" / "synth_0000.mp4")
     np.testing.assert_allclose(fs.read("synth_0000"), direct.features["rgb"], atol=1e-4)
+
+
+def test_cuda_without_gpus_in_the_cluster_is_clear(videos, tmp_path, ray_local):
+    if ray_local.cluster_resources().get("GPU", 0):
+        pytest.skip("this Ray cluster has GPUs")
+    features = _features(modalities=["rgb"], device="cuda", num_gpus_per_actor=1)
+    with pytest.raises(
+        ExtractError, match="features.device is 'cuda' but the Ray cluster has no GPUs"
+    ):
+        run_extraction(videos, tmp_path / "s.zarr", features, workers=1, log=_quiet)
+    # without insisting on cuda, GPU actors fall back to CPU and say so
+    said = []
+    features = _features(modalities=["rgb"], num_gpus_per_actor=1)
+    summary = run_extraction(videos, tmp_path / "t.zarr", features, workers=1, log=said.append)
+    assert summary.done == 8 and any("no GPUs in the Ray cluster" in line for line in said)
