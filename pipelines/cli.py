@@ -19,6 +19,9 @@ from features.weights import WeightsError
 from pipelines.errors import PipelineInputError
 from tal.config import ConfigError, dump_config, load_config
 from tal.data.annotations import AnnotationError
+from tal.data.dataset import DatasetError
+from tal.engine.checkpoint import CheckpointError
+from tal.pairs import PairsError
 
 app = typer.Typer(
     name="tal",
@@ -41,6 +44,9 @@ USER_ERRORS = (
     WeightsError,
     FileExistsError,
     PipelineInputError,
+    PairsError,
+    DatasetError,
+    CheckpointError,
 )
 
 
@@ -364,6 +370,117 @@ def train_backbone_cmd(
         f"{report['seconds']:.1f} s: val accuracy {report['val_accuracy']:.3f} on "
         f"{report['val_clips']} clips; sha256 {report['digest']}; wrote {report['output']}"
     )
+
+
+@app.command("pairs")
+def pairs_cmd(
+    annotations: Annotated[
+        Path | None,
+        typer.Option(help="ActivityNet-style JSON (default: the config's data.annotations)"),
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Zarr feature store: pair only its complete videos")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Parquet file to write (default: pairs.output)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="sampling seed (default: pairs.seed)")] = None,
+    per_video: Annotated[
+        int | None, typer.Option(help="partners per video (default: pairs.per_video)")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Pair training videos that share an action class (inter-video partners) into Parquet."""
+    from pipelines.pairs import build_pairs_from_config
+    from tal.pairs import PairsError
+
+    overrides = list(set_ or [])
+    if seed is not None:
+        overrides.append(f"pairs.seed={seed}")
+    if per_video is not None:
+        overrides.append(f"pairs.per_video={per_video}")
+    cfg = load_config(config, overrides)
+    if config is None and (annotations is None or output is None):
+        raise typer.BadParameter("give --annotations FILE and --output PAIRS.parquet (or --config)")
+    try:
+        build_pairs_from_config(
+            cfg, annotations=annotations, store=store, output=output, log=typer.echo
+        )
+    except PairsError as exc:
+        _echo(f"error: {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command("train")
+def train_cmd(
+    output: Annotated[Path, typer.Option(help="run folder: checkpoint.pt, metrics.json, ...")],
+    config: ConfigOpt = None,
+    annotations: Annotated[
+        Path | None, typer.Option(help="ActivityNet-style JSON (default: data.annotations)")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Zarr feature store (default: features.store)")
+    ] = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="pairs Parquet (default: pairs.output; built in memory if absent)"),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="continue from OUTPUT/checkpoint.pt when it exists")
+    ] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Train the localizer in this process (I2Net, or the ActionFormer-style baseline)."""
+    from tal.engine.trainer import train_localizer
+
+    cfg = load_config(config, list(set_ or []))
+    metrics = train_localizer(
+        cfg,
+        annotations or cfg.data.annotations,
+        store or cfg.features.store,
+        pairs or cfg.pairs.output,
+        output,
+        resume=resume,
+        log=_echo,
+    )
+    cells = ", ".join(
+        f"{t:g}: {m:.4f}" for t, m in zip(metrics["tiou"], metrics["mAP"], strict=True)
+    )
+    typer.echo(
+        f"{metrics['subset']} mAP ({cells}); average {metrics['average_mAP']:.4f} after "
+        f"{metrics['epochs']} epochs; wrote {output}/checkpoint.pt, metrics.json, predictions.json"
+    )
+
+
+@app.command("infer")
+def infer_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="RUN_DIR/checkpoint.pt from `tal train`")],
+    output: Annotated[Path, typer.Option(help="predictions JSON to write")],
+    annotations: Annotated[
+        Path | None,
+        typer.Option(help="ActivityNet-style JSON (default: the checkpoint config's)"),
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Zarr feature store (default: the checkpoint config's)")
+    ] = None,
+    split: Annotated[str, typer.Option(help="subset to predict")] = "validation",
+    partner: Annotated[
+        str | None, typer.Option(help="inference partner: self or bank (default: the config's)")
+    ] = None,
+) -> None:
+    """Predict a subset with a trained checkpoint; scores it when the subset has annotations."""
+    from tal.data.predictions import write_predictions
+    from tal.engine.inference import infer_from_checkpoint
+
+    detections, facts = infer_from_checkpoint(
+        checkpoint, annotations, store, split, partner=partner, log=_echo
+    )
+    write_predictions(detections, output)
+    line = f"{len(detections)} detections for {facts['videos']} {split} videos -> {output}"
+    if facts["result"] is not None:
+        line += f"; average mAP {facts['result'].average_mAP:.4f} (partner {facts['partner']})"
+    typer.echo(line)
 
 
 def _expand_multi_value(argv: list[str]) -> list[str]:

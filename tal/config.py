@@ -109,6 +109,24 @@ class ModelConfig(_Section):
     max_seq_len: int = Field(2304, ge=16, description="feature steps seen in training")
     dropout: float = Field(0.0, ge=0, lt=1)
     inference_partner: Literal["self", "bank"] = "self"
+    attention_window: int = Field(
+        9, ge=1, description="points each self-attention query sees (odd, centred on it)"
+    )
+
+    @field_validator("attention_window")
+    @classmethod
+    def _odd_window(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd (a window centred on each point)")
+        return v
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
 
 
 class TrainingConfig(_Section):
@@ -122,7 +140,25 @@ class TrainingConfig(_Section):
     eval_every: int = Field(1, ge=1)
     num_workers: int = Field(1, ge=0, description="Ray Train workers (0 = in the driver)")
     use_gpu: bool = False
+    amp: bool = Field(True, description="bfloat16 autocast on GPU (ignored on CPU)")
+    center_radius: float = Field(
+        1.5, gt=0, description="centre sampling: positives within this many strides of the centre"
+    )
+    reg_weight: float = Field(1.0, ge=0, description="weight of the DIoU boundary loss")
     storage_path: Path | None = Field(None, description="checkpoints; default RUN_DIR/train")
+
+
+class InferenceConfig(_Section):
+    """Post-processing of the localizer's outputs and the inference partner bank."""
+
+    score_threshold: float = Field(0.001, ge=0, lt=1, description="candidates below are dropped")
+    pre_nms_topk: int = Field(2000, ge=1, description="candidates kept per video before NMS")
+    nms_sigma: float = Field(0.5, gt=0, description="Gaussian Soft-NMS sigma")
+    min_score: float = Field(0.001, ge=0, description="detections decayed below are dropped")
+    max_detections: int = Field(200, ge=1, description="detections kept per video")
+    bank_per_class: int = Field(
+        2, ge=1, description="partner bank: training videos kept per class (inference_partner=bank)"
+    )
 
 
 class EvaluationConfig(_Section):
@@ -190,6 +226,7 @@ class ExperimentConfig(_Section):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    inference: InferenceConfig = InferenceConfig()
     tracking: TrackingConfig = TrackingConfig()
     backbone: BackboneConfig = BackboneConfig()
 

@@ -1,0 +1,532 @@
+"""Datasets over the Zarr feature store: one video per item, or pairs of videos for I2Net.
+
+A ``FeatureDataset`` joins an annotation set with a feature store. At construction it keeps
+only small metadata per video (feature count, timing, segments already converted to feature
+steps, label indices); features are read from the store when an item is asked for, through a
+small LRU cache. Coordinates follow the localizer's convention: feature ``i`` sits at step
+``i`` and covers steps ``[i - 0.5, i + 0.5]``, so the *feature range* of a video with ``T``
+features is ``[-0.5, T - 0.5]``. Segments are clipped to that range (annotations often start
+at 0 s, before the centre of the first feature); a segment left empty (entirely outside the
+features, or of zero length) is dropped.
+
+Training crops long videos to ``max_seq_len`` features (a random window, deterministic for
+``seed``, the epoch set by ``set_epoch`` and the item index) so that batches stay bounded;
+evaluation never crops. ``collate`` pads a batch to a length divisible by the pyramid's
+largest stride and returns validity masks (True = real feature).
+
+``PairDataset`` serves the pairs table (video_a, video_b) for inter-video attention.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from features.store import FeatureStore
+from tal.data.annotations import AnnotationSet, LabelMap, Video
+from tal.data.timing import FeatureTiming
+
+__all__ = [
+    "DatasetError",
+    "FeatureDataset",
+    "PairDataset",
+    "VideoItem",
+    "clip_segments",
+    "collate",
+    "collate_pairs",
+    "crop_segments",
+]
+
+log = logging.getLogger(__name__)
+
+CROP_TRIES = 10
+"""Random windows tried per item to find one that keeps at least one instance."""
+DEFAULT_CACHE_BYTES = 256 * 2**20
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be built as asked; the message names the store and annotations."""
+
+
+@dataclass
+class VideoItem:
+    """One video (or one window of it) ready for the localizer.
+
+    ``feats`` is ``[C, T]`` float32; ``segments`` ``[N, 2]`` are in feature steps of *this*
+    item (window coordinates when cropped: add ``offset`` for the whole video's steps);
+    ``labels`` ``[N]`` index the label map; ``num_features`` is the video's T before any crop.
+    """
+
+    video_id: str
+    feats: torch.Tensor
+    segments: torch.Tensor
+    labels: torch.Tensor
+    timing: FeatureTiming
+    duration: float
+    num_features: int
+    offset: int = 0
+
+    @property
+    def length(self) -> int:
+        """Number of features in this item (T of ``feats``)."""
+        return int(self.feats.shape[1])
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """What a dataset keeps in memory per video."""
+
+    video_id: str
+    num_features: int
+    timing: FeatureTiming
+    duration: float
+    segments: np.ndarray  # [N, 2] float64, feature steps, clipped to the feature range
+    labels: np.ndarray  # [N] int64
+
+
+def clip_segments(segments: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clip ``[N, 2]`` step segments to the feature range ``[-0.5, length - 0.5]``.
+
+    Returns the clipped segments and a bool mask of those that keep a positive length;
+    the caller drops the rest (they lay outside the features or were empty).
+    """
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    clipped = np.clip(segments, -0.5, length - 0.5)
+    return clipped, clipped[:, 1] > clipped[:, 0]
+
+
+def crop_segments(
+    segments: np.ndarray, start: int, length: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segments seen through the window of features ``start .. start + length - 1``.
+
+    A segment is kept when its overlap with the window's range ``[start - 0.5,
+    start + length - 0.5]`` is positive and at least ``threshold`` of its own length; kept
+    segments are clipped to the window and shifted to window coordinates (feature ``start``
+    becomes step 0). Returns the kept segments and the bool mask of kept rows.
+    """
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    low, high = start - 0.5, start + length - 0.5
+    overlap = np.minimum(segments[:, 1], high) - np.maximum(segments[:, 0], low)
+    keep = (overlap > 0) & (overlap >= threshold * (segments[:, 1] - segments[:, 0]))
+    kept = np.clip(segments[keep], low, high) - start
+    return kept, keep
+
+
+class _LRU:
+    """A byte-bounded least-recently-used cache of feature arrays."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.data: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, key: str) -> np.ndarray | None:
+        value = self.data.get(key)
+        if value is not None:
+            self.data.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        if value.nbytes > self.max_bytes:
+            return
+        self.data[key] = value
+        self.bytes += value.nbytes
+        while self.bytes > self.max_bytes:
+            _, old = self.data.popitem(last=False)
+            self.bytes -= old.nbytes
+
+
+def _names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise DatasetError(f"{what}: expected a name or a non-empty list of names, got {value!r}")
+    return names
+
+
+class FeatureDataset(Dataset):
+    """Videos of ``subsets`` that are complete in the feature store, one ``VideoItem`` each.
+
+    ``store`` is a FeatureStore or its location. Videos of the subsets that the store lacks
+    (not extracted, failed, or incomplete) are listed in ``missing`` and skipped with a
+    warning; none usable is a DatasetError. Videos without instances are kept (all
+    background; the evaluation sets need them). ``modalities`` (default: all of the store's,
+    in the store's order) are concatenated along channels. With ``training`` and
+    ``max_seq_len``, longer videos are cropped (see the module docstring); ``set_epoch``
+    changes the windows from one epoch to the next.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore | str | os.PathLike[str],
+        annotations: AnnotationSet,
+        subsets: str | Sequence[str],
+        label_map: LabelMap,
+        modalities: str | Sequence[str] | None = None,
+        max_seq_len: int | None = None,
+        training: bool = False,
+        trunc_threshold: float = 0.5,
+        seed: int = 0,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ):
+        self._store: FeatureStore | None = (
+            store if isinstance(store, FeatureStore) else FeatureStore.open(store, "r")
+        )
+        self.store_location = self._store.location
+        self._storage_options = self._store.storage_options or None
+        self.source = annotations.source
+        self.subsets = _names(subsets, f"{self.source}: subsets")
+        self.modalities = self._check_modalities(modalities)
+        if max_seq_len is not None and (isinstance(max_seq_len, bool) or max_seq_len < 1):
+            raise DatasetError(f"max_seq_len must be an int >= 1 or None, got {max_seq_len!r}")
+        if not 0.0 <= trunc_threshold <= 1.0:
+            raise DatasetError(f"trunc_threshold must lie in [0, 1], got {trunc_threshold!r}")
+        if seed < 0:
+            raise DatasetError(f"seed must be >= 0, got {seed}")
+        self.max_seq_len = max_seq_len
+        self.training = training
+        self.trunc_threshold = float(trunc_threshold)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.label_map = label_map
+        self._cache_bytes = cache_bytes
+        self._cache = _LRU(cache_bytes)
+
+        videos = annotations.subset(*self.subsets)
+        done = self._store.completed()
+        self.missing: list[str] = [v.video_id for v in videos if v.video_id not in done]
+        usable = [v for v in videos if v.video_id in done]
+        where = (
+            f"feature store {self.store_location} with annotations {self.source} "
+            f"(subsets {list(self.subsets)})"
+        )
+        if not usable:
+            reason = (
+                f"none of the {len(videos)} annotated videos is complete in the store"
+                if videos
+                else "the annotations have no video in these subsets"
+            )
+            raise DatasetError(f"{where}: no usable videos: {reason}")
+        if self.missing:
+            shown = ", ".join(self.missing[:5]) + (", ..." if len(self.missing) > 5 else "")
+            log.warning(
+                "%s: %d of %d videos are not complete in the store and are skipped: %s",
+                where,
+                len(self.missing),
+                len(videos),
+                shown,
+            )
+        self._entries = [self._entry(video) for video in usable]
+        self._index = {entry.video_id: i for i, entry in enumerate(self._entries)}
+
+    # ------------------------------------------------------------------ construction
+
+    @property
+    def store(self) -> FeatureStore:
+        """The feature store (reopened read-only after unpickling in a DataLoader worker)."""
+        if self._store is None:
+            self._store = FeatureStore.open(
+                self.store_location, "r", storage_options=self._storage_options
+            )
+        return self._store
+
+    def _check_modalities(self, modalities: str | Sequence[str] | None) -> tuple[str, ...]:
+        have = tuple(self.store.modalities)
+        if modalities is None:
+            return have
+        names = _names(modalities, f"feature store {self.store_location}: modalities")
+        unknown = [m for m in names if m not in have]
+        if unknown or len(set(names)) != len(names):
+            raise DatasetError(
+                f"feature store {self.store_location} has modalities {list(have)}; "
+                f"asked for {list(names)}"
+            )
+        return names
+
+    def _entry(self, video: Video) -> _Entry:
+        meta = self.store.meta(video.video_id)
+        timing = FeatureTiming.from_store(self.store.attrs, meta)
+        length = int(meta["num_features"])
+        labels = []
+        for inst in video.instances:
+            try:
+                labels.append(self.label_map.index(inst.label))
+            except KeyError:
+                raise DatasetError(
+                    f"{self.source}: video {video.video_id!r} has label {inst.label!r}, "
+                    f"which the label map ({len(self.label_map)} labels) lacks"
+                ) from None
+        seconds = np.array([[i.start, i.end] for i in video.instances], dtype=np.float64)
+        segments, keep = clip_segments(timing.to_steps(seconds.reshape(-1, 2)), length)
+        duration = video.duration if video.duration is not None else float(meta["duration"])
+        return _Entry(
+            video_id=video.video_id,
+            num_features=length,
+            timing=timing,
+            duration=float(duration),
+            segments=segments[keep],
+            labels=np.asarray(labels, dtype=np.int64).reshape(-1)[keep],
+        )
+
+    # ------------------------------------------------------------------ access
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def video_ids(self) -> list[str]:
+        """Ids of the usable videos, in annotation order (item ``i`` is ``video_ids[i]``)."""
+        return [entry.video_id for entry in self._entries]
+
+    def index_of(self, video_id: str) -> int:
+        """Item index of ``video_id``; KeyError if it is not usable here."""
+        try:
+            return self._index[video_id]
+        except KeyError:
+            raise KeyError(
+                f"video {video_id!r} is not in this dataset ({self.source}, subsets "
+                f"{list(self.subsets)}, store {self.store_location})"
+            ) from None
+
+    def __contains__(self, video_id: object) -> bool:
+        return video_id in self._index
+
+    @property
+    def feat_dim(self) -> int:
+        """Channels C of ``feats`` (from the store's ``feature_dims``, else one read)."""
+        dims = self.store.attrs.get("feature_dims") or {}
+        if all(m in dims for m in self.modalities):
+            return int(sum(dims[m] for m in self.modalities))
+        return int(self._features(self._entries[0].video_id).shape[1])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the crop windows of ``epoch`` (call before each training epoch)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> VideoItem:
+        return self.load(index)
+
+    def load(self, index: int, stream: int = 0) -> VideoItem:
+        """Item ``index``; ``stream`` picks an independent crop (PairDataset uses it so that
+        a video's crop in one pair does not fix its crop in every other pair)."""
+        entry = self._entries[index]
+        feats = self._features(entry.video_id)
+        segments, labels, offset = entry.segments, entry.labels, 0
+        length = entry.num_features
+        if self.training and self.max_seq_len is not None and length > self.max_seq_len:
+            offset, segments, labels = self._crop(entry, index, stream)
+            length = self.max_seq_len
+            feats = feats[offset : offset + length]
+        return VideoItem(
+            video_id=entry.video_id,
+            feats=torch.from_numpy(np.array(feats.T, dtype=np.float32, order="C")),
+            segments=torch.from_numpy(np.asarray(segments, dtype=np.float32).reshape(-1, 2)),
+            labels=torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1)),
+            timing=entry.timing,
+            duration=entry.duration,
+            num_features=entry.num_features,
+            offset=offset,
+        )
+
+    def _generator(self, index: int, stream: int) -> torch.Generator:
+        # SeedSequence mixes the four numbers, so (epoch 1, item 0) and (epoch 0, item 1)
+        # draw unrelated windows (a plain sum would make them equal).
+        state = np.random.SeedSequence([self.seed, self.epoch, index, stream])
+        generator = torch.Generator()
+        generator.manual_seed(int(state.generate_state(1, np.uint64)[0]))
+        return generator
+
+    def _crop(self, entry: _Entry, index: int, stream: int) -> tuple[int, np.ndarray, np.ndarray]:
+        assert self.max_seq_len is not None
+        generator = self._generator(index, stream)
+        starts = entry.num_features - self.max_seq_len + 1
+        tries = CROP_TRIES if len(entry.labels) else 1
+        first = None
+        for _ in range(tries):
+            start = int(torch.randint(starts, (1,), generator=generator).item())
+            kept, keep = crop_segments(
+                entry.segments, start, self.max_seq_len, self.trunc_threshold
+            )
+            window = (start, kept, entry.labels[keep])
+            if keep.any():
+                return window
+            if first is None:
+                first = window
+        assert first is not None
+        return first
+
+    def _features(self, video_id: str) -> np.ndarray:
+        feats = self._cache.get(video_id)
+        if feats is None:
+            feats = np.asarray(self.store.read(video_id, self.modalities), dtype=np.float32)
+            expected = self._entries[self._index[video_id]].num_features
+            if feats.ndim != 2 or feats.shape[0] != expected:
+                raise DatasetError(
+                    f"feature store {self.store_location}: video {video_id!r} has features "
+                    f"{feats.shape}, its metadata says {expected} features"
+                )
+            self._cache.put(video_id, feats)
+        return feats
+
+    # ------------------------------------------------------------------ pickling
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers reopen the store and start with an empty cache.
+        state = self.__dict__.copy()
+        state["_store"] = None
+        state["_cache"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cache = _LRU(self._cache_bytes)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _pad(items: Sequence[VideoItem], length: int) -> dict[str, Any]:
+    channels = {int(item.feats.shape[0]) for item in items}
+    if len(channels) != 1:
+        raise ValueError(f"collate: items have different channel counts {sorted(channels)}")
+    feats = torch.zeros((len(items), channels.pop(), length), dtype=torch.float32)
+    masks = torch.zeros((len(items), length), dtype=torch.bool)
+    for row, item in enumerate(items):
+        feats[row, :, : item.length] = item.feats
+        masks[row, : item.length] = True
+    return {
+        "feats": feats,
+        "masks": masks,
+        "segments": [item.segments for item in items],
+        "labels": [item.labels for item in items],
+        "video_ids": [item.video_id for item in items],
+        "items": list(items),
+    }
+
+
+def _padded_length(items: Sequence[VideoItem], divisible_by: int, max_len: int | None) -> int:
+    if not items:
+        raise ValueError("collate: empty batch")
+    if isinstance(divisible_by, bool) or divisible_by < 1:
+        raise ValueError(f"collate: divisible_by must be an int >= 1, got {divisible_by!r}")
+    longest = max(items, key=lambda item: item.length)
+    if max_len is not None and longest.length > max_len:
+        raise ValueError(
+            f"collate: video {longest.video_id!r} has {longest.length} features, more than "
+            f"max_len {max_len} (crop it in training with max_seq_len)"
+        )
+    return _round_up(longest.length, divisible_by)
+
+
+def collate(
+    items: list[VideoItem], divisible_by: int, max_len: int | None = None
+) -> dict[str, Any]:
+    """Batch items: ``feats`` [B, C, T_pad] zero padded at the end, ``masks`` [B, T_pad]
+    (True = real feature), and the lists ``segments``, ``labels``, ``video_ids``, ``items``.
+
+    ``T_pad`` is the longest item's length rounded up to a multiple of ``divisible_by`` (the
+    pyramid's largest stride). ``max_len``, when given, is a limit: a longer item is a
+    ValueError naming the video (it does not change ``T_pad``).
+    """
+    return _pad(items, _padded_length(items, divisible_by, max_len))
+
+
+class PairDataset(Dataset):
+    """``(item_a, item_b)`` for each row of a pairs table whose two videos are in ``base``.
+
+    ``pairs`` is a pyarrow Table (or a Parquet path) with columns ``video_a`` and
+    ``video_b``, or a list of ``(video_a, video_b)`` tuples. Rows naming a video that ``base``
+    lacks are skipped (listed in ``dropped``). Every video of ``base`` that is ``video_a`` of no
+    kept row gets one entry paired with itself (listed in ``self_paired``; the item is then
+    the same object on both sides), so an epoch visits every video at least once as
+    ``item_a``. Entries come in table order, then the self pairs in ``base`` order.
+    """
+
+    def __init__(self, base: FeatureDataset, pairs: Any):
+        self.base = base
+        rows = _pair_rows(pairs)
+        self.pairs: list[tuple[int, int]] = []
+        self.dropped: list[tuple[str, str]] = []
+        firsts: set[str] = set()
+        for video_a, video_b in rows:
+            if video_a in base and video_b in base:
+                self.pairs.append((base.index_of(video_a), base.index_of(video_b)))
+                firsts.add(video_a)
+            else:
+                self.dropped.append((video_a, video_b))
+        self.self_paired = [vid for vid in base.video_ids if vid not in firsts]
+        self.pairs.extend((base.index_of(vid), base.index_of(vid)) for vid in self.self_paired)
+        if self.dropped:
+            log.warning(
+                "pairs: %d of %d rows name videos outside the dataset and are skipped",
+                len(self.dropped),
+                len(rows),
+            )
+        if self.self_paired:
+            log.info(
+                "pairs: %d videos have no partner and pair with themselves", len(self.self_paired)
+            )
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forwarded to the base dataset (crop windows per epoch)."""
+        self.base.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> tuple[VideoItem, VideoItem]:
+        index_a, index_b = self.pairs[index]
+        item_a = self.base.load(index_a, stream=2 * index + 1)
+        if index_a == index_b:
+            return item_a, item_a
+        return item_a, self.base.load(index_b, stream=2 * index + 2)
+
+
+def _pair_rows(pairs: Any) -> list[tuple[str, str]]:
+    if isinstance(pairs, (str, os.PathLike)):
+        import pyarrow.parquet as pq
+
+        pairs = pq.read_table(pairs)
+    if hasattr(pairs, "column_names"):  # a pyarrow Table
+        missing = [c for c in ("video_a", "video_b") if c not in pairs.column_names]
+        if missing:
+            raise DatasetError(
+                f"pairs table: missing columns {missing}; it has {pairs.column_names}"
+            )
+        return list(
+            zip(
+                pairs.column("video_a").to_pylist(),
+                pairs.column("video_b").to_pylist(),
+                strict=True,
+            )
+        )
+    rows = []
+    for row in pairs:
+        if len(row) != 2:
+            raise DatasetError(f"pairs: expected (video_a, video_b) tuples, got {row!r}")
+        rows.append((row[0], row[1]))
+    return rows
+
+
+def collate_pairs(
+    batch: list[tuple[VideoItem, VideoItem]], divisible_by: int, max_len: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Batch pairs into ``(batch_a, batch_b)``, each as ``collate`` makes it; both sides share
+    one ``T_pad`` so that a model may run them through its backbone as one batch."""
+    if not batch:
+        raise ValueError("collate_pairs: empty batch")
+    firsts = [a for a, _ in batch]
+    seconds = [b for _, b in batch]
+    length = _padded_length(firsts + seconds, divisible_by, max_len)
+    return _pad(firsts, length), _pad(seconds, length)

@@ -1,0 +1,1 @@
+"""Training-side machinery of the one-stage localizer: label assignment and losses."""

@@ -1,0 +1,253 @@
+"""Inference: one video in, scored segments in seconds out, with a partner chosen by policy.
+
+I2Net's inter-video attention needs a second video. At inference there is only one, so the
+partner is a policy (``model.inference_partner``):
+
+- ``self``: the video is its own partner (inter-video attention becomes a second global
+  self-attention);
+- ``bank``: the most similar training video, by cosine similarity of mean features, from a
+  small bank of training videos stored with the model (``PartnerBank``: for each class the
+  videos with most instances of it, cropped to ``max_seq_len`` steps, kept in float16).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from tal.data.dataset import FeatureDataset, VideoItem, collate
+from tal.data.predictions import Detections
+from tal.postprocess import decode_video, soft_nms, to_seconds_rows
+
+
+@dataclass
+class PartnerBank:
+    """Training videos that can serve as inference partners."""
+
+    feats: list[torch.Tensor]  # each [C, T_k], float16
+    keys: torch.Tensor  # [K, C] unit-norm mean features
+    video_ids: list[str]
+
+    @classmethod
+    def build(
+        cls, dataset: FeatureDataset, per_class: int, max_len: int | None = None
+    ) -> PartnerBank:
+        """Per class, the ``per_class`` videos with most instances of it (ties: by id).
+
+        ``dataset`` must not crop (``training=False``): the bank keeps whole videos.
+        """
+        counts: dict[str, dict[int, int]] = {}
+        for i in range(len(dataset)):
+            item = dataset[i]
+            counts[item.video_id] = {}
+            for label in item.labels.tolist():
+                counts[item.video_id][label] = counts[item.video_id].get(label, 0) + 1
+        chosen: list[str] = []
+        for label in sorted({lab for c in counts.values() for lab in c}):
+            ranked = sorted(
+                (vid for vid in counts if label in counts[vid]),
+                key=lambda vid, lab=label: (-counts[vid][lab], vid),
+            )
+            chosen += [vid for vid in ranked[:per_class] if vid not in chosen]
+        index = {dataset[i].video_id: i for i in range(len(dataset))}
+        feats = []
+        for vid in chosen:
+            x = dataset.get_full(index[vid]).feats
+            feats.append(x[:, :max_len].to(torch.float16) if max_len else x.to(torch.float16))
+        if not feats:
+            raise ValueError("partner bank: the training videos have no instances")
+        keys = F.normalize(torch.stack([f.float().mean(1) for f in feats]), dim=1)
+        return cls(feats, keys, chosen)
+
+    def nearest(self, feats: torch.Tensor, exclude: str | None = None) -> int:
+        """Index of the bank video most similar to ``feats`` [C, T] (not ``exclude``)."""
+        sims = self.keys @ F.normalize(feats.float().mean(1), dim=0)
+        if exclude is not None and exclude in self.video_ids and len(self.video_ids) > 1:
+            sims[self.video_ids.index(exclude)] = -float("inf")
+        return int(sims.argmax())
+
+    def to_state(self) -> dict:
+        return {"feats": self.feats, "keys": self.keys, "video_ids": list(self.video_ids)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> PartnerBank:
+        return cls(list(state["feats"]), state["keys"], list(state["video_ids"]))
+
+
+@dataclass(frozen=True)
+class PostprocessSettings:
+    score_threshold: float = 0.001
+    pre_nms_topk: int = 2000
+    nms_sigma: float = 0.5
+    min_score: float = 0.001
+    max_detections: int = 200
+
+    @classmethod
+    def from_config(cls, inference) -> PostprocessSettings:
+        """From the ``inference`` section of an experiment config."""
+        return cls(
+            score_threshold=inference.score_threshold,
+            pre_nms_topk=inference.pre_nms_topk,
+            nms_sigma=inference.nms_sigma,
+            min_score=inference.min_score,
+            max_detections=inference.max_detections,
+        )
+
+
+def _single(item: VideoItem, divisible_by: int, device: torch.device):
+    batch = collate([item], divisible_by)
+    return batch["feats"].to(device), batch["masks"].to(device)
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    dataset: FeatureDataset,
+    label_names: Sequence[str],
+    divisible_by: int,
+    device: torch.device,
+    partner: str = "self",
+    bank: PartnerBank | None = None,
+    post: PostprocessSettings = PostprocessSettings(),
+    uses_partner: bool = True,
+) -> Detections:
+    """Detections of every video of ``dataset`` (never cropped), in seconds."""
+    model.eval()
+    rows = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        feats, masks = _single(item, divisible_by, device)
+        if not uses_partner:
+            out = model(feats, masks)
+        elif partner == "self":
+            out = model(feats, masks, feats, masks)
+        elif partner == "bank":
+            if bank is None:
+                raise ValueError("inference partner 'bank' needs a partner bank in the model")
+            k = bank.nearest(item.feats, exclude=item.video_id)
+            p = bank.feats[k].float()
+            pm = torch.ones(1, p.shape[1], dtype=torch.bool)
+            p_feats, p_masks = _single_tensor(p, pm, divisible_by)
+            out = model(feats, masks, p_feats.to(device), p_masks.to(device))
+        else:
+            raise ValueError(f"inference partner {partner!r}: expected self or bank")
+        segs, scores, labels = decode_video(
+            [x[0] for x in out["cls_logits"]],
+            [x[0] for x in out["offsets"]],
+            [x[0] for x in out["masks"]],
+            out["strides"],
+            score_threshold=post.score_threshold,
+            pre_nms_topk=post.pre_nms_topk,
+        )
+        segs, scores, labels = soft_nms(
+            segs,
+            scores,
+            labels,
+            sigma=post.nms_sigma,
+            min_score=post.min_score,
+            max_detections=post.max_detections,
+        )
+        rows += to_seconds_rows(
+            item.video_id, segs, scores, labels, item.timing, item.duration, list(label_names)
+        )
+    return Detections.from_rows(rows)
+
+
+def _single_tensor(feats: torch.Tensor, masks: torch.Tensor, divisible_by: int):
+    """Pad one [C, T] sequence to a multiple of ``divisible_by``: ([1, C, T'], [1, T'])."""
+    t = feats.shape[1]
+    t_pad = -(-t // divisible_by) * divisible_by
+    out = torch.zeros(1, feats.shape[0], t_pad, dtype=feats.dtype)
+    out[0, :, :t] = feats
+    m = torch.zeros(1, t_pad, dtype=torch.bool)
+    m[0, :t] = masks[0]
+    return out, m
+
+
+# feature-store attributes that must match between training and inference
+_TIMING_KEYS = ("clip_length", "stride", "feature_dims")
+
+
+def load_localizer(state: dict):
+    """The EMA model and config of a checkpoint read by ``load_checkpoint``."""
+    from tal.config import config_from_dict
+    from tal.models import Localizer
+
+    config = config_from_dict(state["config"], "checkpoint config")
+    model = Localizer(
+        config.model, in_dim=int(state["in_dim"]), num_classes=len(state["label_names"])
+    )
+    model.load_state_dict(state["ema"])
+    return model.eval(), config
+
+
+def infer_from_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    annotations: str | os.PathLike[str] | None,
+    store: str | os.PathLike[str] | None,
+    subset: str,
+    partner: str | None = None,
+    device: str = "cpu",
+    log=None,
+) -> tuple[Detections, dict]:
+    """Predictions of ``subset`` with a trained checkpoint (and its config), plus facts
+    (``videos``, ``missing``, ``partner``, ``notes``, ``config`` and ``result``: the
+    evaluation when the subset has ground truth, else None).
+
+    ``annotations`` and ``store`` default to the paths in the checkpoint's config. The store
+    must have the checkpoint's streams, clip length, stride and feature widths; a different
+    weights digest is allowed but reported.
+    """
+    from features.store import FeatureStore
+    from tal.data.annotations import LabelMap, load_annotations
+    from tal.engine.checkpoint import CheckpointError, load_checkpoint
+    from tal.evaluation.detection import evaluate_detection
+    from tal.models import Localizer
+
+    state = load_checkpoint(checkpoint)
+    model, config = load_localizer(state)
+    annotations = annotations or config.data.annotations
+    store = store or config.features.store
+    fs = FeatureStore.open(store)
+    trained = state.get("feature_attrs") or {}
+    for key in _TIMING_KEYS:
+        if key in trained and fs.attrs.get(key) != trained[key]:
+            raise CheckpointError(
+                f"{checkpoint}: trained on features with {key}={trained[key]!r}, but {store} "
+                f"has {fs.attrs.get(key)!r}"
+            )
+    notes = []
+    if trained.get("weights_digest") not in (None, fs.attrs.get("weights_digest")):
+        notes.append(f"{store}: extracted with other weights than the training features")
+    ann = load_annotations(annotations)
+    label_names = list(state["label_names"])
+    dataset = FeatureDataset(
+        fs, ann, [subset], label_map=LabelMap(label_names), modalities=list(state["modalities"])
+    )
+    bank = PartnerBank.from_state(state["bank"]) if state.get("bank") else None
+    partner = partner or config.model.inference_partner
+    torch_device = torch.device(device)
+    detections = predict(
+        model.to(torch_device),
+        dataset,
+        label_names,
+        Localizer.divisible_by(config.model),
+        torch_device,
+        partner=partner,
+        bank=bank,
+        post=PostprocessSettings.from_config(config.inference),
+        uses_partner=config.model.inter_attention,
+    )
+    result = None
+    if any(v.instances for v in ann.subset(subset)):
+        result = evaluate_detection(ann, detections, subset, config.evaluation.tiou_thresholds)
+    facts = {"videos": len(dataset), "missing": list(dataset.missing), "partner": partner,
+             "notes": notes, "config": config, "result": result}  # fmt: skip
+    if log:
+        for note in notes:
+            log(note)
+    return detections, facts

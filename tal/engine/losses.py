@@ -1,0 +1,153 @@
+"""Losses of the one-stage localizer: sigmoid focal loss, 1-D DIoU loss and their combination.
+
+``LocalizationLoss`` turns the model's output dict (see the shared spec) and per-video ground
+truth in feature steps into ``cls_loss + reg_weight * reg_loss``, both divided by an
+exponential moving average of the number of positive points, as ActionFormer does, so the
+loss scale does not jump with the number of actions in a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tal.engine.assign import assign_targets, default_regression_ranges, make_points
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean() if loss.numel() else loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+
+
+def sigmoid_focal_loss(
+    logits: Tensor,
+    targets: Tensor,
+    alpha: float | None = 0.25,
+    gamma: float = 2.0,
+    reduction: str = "sum",
+) -> Tensor:
+    """Focal loss (Lin et al. 2017) on independent sigmoid outputs; targets may be soft.
+
+    ``BCE(p, t) * (1 - p_t) ** gamma`` weighted by ``alpha_t``, with ``p_t = p t + (1-p)(1-t)``
+    and ``alpha_t = alpha t + (1 - alpha)(1 - t)``; ``alpha=None`` (or < 0) disables weighting.
+    """
+    targets = targets.to(logits.dtype)
+    prob = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha is not None and alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return _reduce(loss, reduction)
+
+
+def diou_loss_1d(pred: Tensor, target: Tensor, reduction: str = "sum", eps: float = 1e-8) -> Tensor:
+    """``1 - DIoU`` of 1-D segments given as ``(d_start, d_end)`` distances from one point.
+
+    DIoU = IoU - (centre distance)^2 / (enclosing length)^2 (Zheng et al. 2020), so the loss
+    is 0 for identical segments and exceeds 1 for disjoint ones (possible only when ``pred``
+    has a negative distance).
+    """
+    ps, pe = pred[:, 0], pred[:, 1]
+    ts, te = target[:, 0], target[:, 1]
+    inter = (torch.minimum(ps, ts) + torch.minimum(pe, te)).clamp(min=0)
+    union = (ps + pe) + (ts + te) - inter
+    iou = inter / union.clamp(min=eps)
+    enclose = torch.maximum(ps, ts) + torch.maximum(pe, te)
+    centre_gap = ((pe - ps) - (te - ts)) / 2
+    diou = iou - centre_gap**2 / (enclose**2).clamp(min=eps)
+    return _reduce(1 - diou, reduction)
+
+
+class LocalizationLoss(nn.Module):
+    """Assigns targets per video and computes the normalised focal + DIoU loss.
+
+    The normaliser (buffer ``normalizer``; 0 = not yet set) is an exponential moving average
+    of the number of positive points per batch: the first training call sets it to
+    ``max(num_pos, 1)``, later ones to ``m * old + (1 - m) * max(num_pos, 1)``. It is updated
+    only in training mode (``loss.train()``, the default), so validation losses leave it
+    alone; it travels with ``state_dict()`` / ``load_state_dict()``.
+    """
+
+    normalizer: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        center_radius: float = 1.5,
+        reg_weight: float = 1.0,
+        label_smoothing: float = 0.0,
+        normalizer_momentum: float = 0.9,
+        regression_ranges: Sequence[tuple[float, float]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.center_radius = center_radius
+        self.reg_weight = reg_weight
+        self.label_smoothing = label_smoothing
+        self.normalizer_momentum = normalizer_momentum
+        self.regression_ranges = None if regression_ranges is None else list(regression_ranges)
+        self.register_buffer("normalizer", torch.zeros((), dtype=torch.float64))
+
+    def _update_normalizer(self, num_pos: float) -> float:
+        count = max(num_pos, 1.0)
+        old = float(self.normalizer)
+        if not self.training:
+            return old if old > 0 else count
+        m = self.normalizer_momentum
+        new = count if old <= 0 else m * old + (1 - m) * count
+        self.normalizer.fill_(new)
+        return new
+
+    def targets(
+        self, outputs: dict, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Stacked targets ``(cls [B, P, C], reg [B, P, 2], positive [B, P])`` of a batch."""
+        logits = outputs["cls_logits"]
+        ranges = self.regression_ranges or default_regression_ranges(len(logits))
+        lengths = [x.shape[1] for x in logits]
+        points = make_points(lengths, outputs["strides"], ranges, device=logits[0].device)
+        per_video = [
+            assign_targets(points, segs, labels, self.num_classes, self.center_radius)
+            for segs, labels in zip(gt_segments, gt_labels, strict=True)
+        ]
+        cls_t, reg_t, pos = (torch.stack(parts) for parts in zip(*per_video, strict=True))
+        return cls_t, reg_t, pos
+
+    def forward(
+        self, outputs: dict, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor]
+    ) -> dict[str, Tensor | float]:
+        """``{"cls_loss", "reg_loss", "loss"}`` scalar tensors and ``num_pos`` (float)."""
+        cls_logits = torch.cat(list(outputs["cls_logits"]), dim=1).float()  # [B, P, C]
+        offsets = torch.cat(list(outputs["offsets"]), dim=1).float()  # [B, P, 2], fp32 under AMP
+        valid = torch.cat(list(outputs["masks"]), dim=1).bool()  # [B, P]
+        if len(gt_segments) != cls_logits.shape[0]:
+            raise ValueError(
+                f"got ground truth for {len(gt_segments)} videos but outputs for "
+                f"{cls_logits.shape[0]}"
+            )
+        cls_t, reg_t, pos = self.targets(outputs, gt_segments, gt_labels)
+        pos = pos & valid
+        num_pos = float(pos.sum())
+        norm = self._update_normalizer(num_pos)
+
+        cls_target = cls_t[valid]
+        if self.label_smoothing > 0:
+            cls_target = cls_target * (1 - self.label_smoothing) + self.label_smoothing / (
+                self.num_classes + 1
+            )
+        cls_loss = sigmoid_focal_loss(cls_logits[valid], cls_target, reduction="sum") / norm
+        if num_pos > 0:
+            reg_loss = diou_loss_1d(offsets[pos], reg_t[pos], reduction="sum") / norm
+        else:
+            reg_loss = 0.0 * offsets.sum()
+        loss = cls_loss + self.reg_weight * reg_loss
+        return {"cls_loss": cls_loss, "reg_loss": reg_loss, "loss": loss, "num_pos": num_pos}

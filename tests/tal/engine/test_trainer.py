@@ -1,0 +1,138 @@
+"""The training loop end to end on a small, easy feature store: it learns, it is
+deterministic on CPU, a killed run resumes to the same result, checkpoints load safely."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from features.store import FeatureStore
+from tal.config import load_config
+from tal.data.annotations import load_annotations
+from tal.engine.checkpoint import CheckpointError, load_checkpoint
+from tal.engine.inference import infer_from_checkpoint
+from tal.engine.trainer import train_localizer
+from tal.evaluation.detection import evaluate_detection
+
+FPS, DIM, T = 4.0, 16, 64
+ATTRS = {
+    "extractor": "toy", "weights_digest": {"rgb": "0" * 64, "flow": "1" * 64},
+    "weights_origin": {"rgb": "toy", "flow": "toy"}, "clip_length": 1, "stride": 1, "fps": FPS,
+    "input_size": 1, "dtype": "float32", "modalities": ["rgb", "flow"],
+    "feature_dims": {"rgb": DIM, "flow": DIM},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """18 videos of 64 features (16 s): 2 classes, 1-2 actions each, marked in the features."""
+    root = tmp_path_factory.mktemp("toy")
+    rng = np.random.default_rng(0)
+    fs = FeatureStore.create(root / "feats.zarr", ATTRS)
+    patterns = rng.normal(size=(2, 2 * DIM)).astype(np.float32)
+    database = {}
+    for v in range(18):
+        vid = f"toy_{v:02d}"
+        x = rng.normal(scale=0.5, size=(T, 2 * DIM)).astype(np.float32)
+        annotations = []
+        starts = [int(rng.integers(2, 24)), int(rng.integers(34, 50))][: 1 + v % 2]
+        for start in starts:
+            length, label = int(rng.integers(6, 13)), int(rng.integers(0, 2))
+            x[start : start + length] += patterns[label]
+            # features start..start+length-1 <-> seconds [start/fps, (start+length)/fps]
+            annotations.append(
+                {"segment": [start / FPS, (start + length) / FPS], "label": f"class_{label}"}
+            )
+        fs.write_video(vid, {"rgb": x[:, :DIM], "flow": x[:, DIM:]}, {"num_frames": T, "fps": FPS})
+        subset = "training" if v < 12 else "validation"
+        database[vid] = {"subset": subset, "duration": T / FPS, "annotations": annotations}
+    fs.write_manifest()
+    ann = root / "annotations.json"
+    ann.write_text(json.dumps({"database": database}))
+    return root, ann, root / "feats.zarr"
+
+
+def _config(**changes):
+    sets = {
+        "seed": 0, "model.embed_dim": 32, "model.num_heads": 4, "model.num_levels": 3,
+        "model.max_seq_len": 64, "model.attention_window": 5, "training.epochs": 12,
+        "training.batch_size": 4, "training.lr": 0.002, "training.warmup_epochs": 1,
+        "training.eval_every": 4, "training.ema_decay": 0.9, "pairs.per_video": 2,
+        "features.modalities": "[rgb, flow]", **changes,
+    }  # fmt: skip
+    return load_config(None, [f"{k}={v}" for k, v in sets.items()])
+
+
+@pytest.mark.parametrize("inter", [False, True])
+def test_learns_easy_actions(toy, tmp_path, inter):
+    _, ann, store = toy
+    config = _config(**{"model.inter_attention": inter, "model.intra_attention": inter})
+    metrics = train_localizer(config, ann, store, None, tmp_path, log=lambda _m: None)
+    assert metrics["average_mAP"] > 0.6, metrics["mAP"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["average_mAP"] == metrics["average_mAP"] and len(saved["history"]) == 12
+    assert (tmp_path / "predictions.json").is_file()
+    # predictions.json scores exactly what metrics.json says
+    from tal.data.predictions import load_predictions
+
+    result = evaluate_detection(
+        load_annotations(ann), load_predictions(tmp_path / "predictions.json"), "validation",
+        config.evaluation.tiou_thresholds,
+    )  # fmt: skip
+    assert result.average_mAP == pytest.approx(metrics["average_mAP"])
+
+
+def test_deterministic_and_resumable(toy, tmp_path):
+    _, ann, store = toy
+    config = _config(**{"training.epochs": 4, "training.eval_every": 2})
+    full = train_localizer(config, ann, store, None, tmp_path / "a", log=lambda _m: None)
+    again = train_localizer(config, ann, store, None, tmp_path / "b", log=lambda _m: None)
+    assert [r["loss"] for r in again["history"]] == [r["loss"] for r in full["history"]]
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(message: str) -> None:
+        if message.startswith("epoch 2/4"):
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_localizer(config, ann, store, None, tmp_path / "c", log=kill_after_two)
+    assert load_checkpoint(tmp_path / "c" / "checkpoint.pt")["epoch"] == 2
+    resumed = train_localizer(
+        config, ann, store, None, tmp_path / "c", resume=True, log=lambda _m: None
+    )
+    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in full["history"]]
+    assert resumed["average_mAP"] == full["average_mAP"]
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["ema"]
+    c = load_checkpoint(tmp_path / "c" / "checkpoint.pt")["ema"]
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_infer_from_checkpoint_matches_training_predictions(toy, tmp_path):
+    _, ann, store = toy
+    config = _config(**{"training.epochs": 2, "training.eval_every": 2})
+    metrics = train_localizer(config, ann, store, None, tmp_path, log=lambda _m: None)
+    detections, facts = infer_from_checkpoint(
+        str(tmp_path / "checkpoint.pt"), str(ann), str(store), "validation"
+    )
+    result = evaluate_detection(
+        load_annotations(ann), detections, "validation", (0.3, 0.4, 0.5, 0.6, 0.7)
+    )
+    assert result.average_mAP == pytest.approx(metrics["average_mAP"])
+    assert facts["videos"] == 6 and facts["partner"] == "self"
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pt: checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt: cannot read"):
+        load_checkpoint(bad)
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt: not a tal checkpoint, missing"):
+        load_checkpoint(tmp_path / "other.pt")

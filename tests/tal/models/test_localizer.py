@@ -1,0 +1,292 @@
+"""The localizer and its blocks: shapes, masks, locality, the two attentions, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from tal.config import ModelConfig
+from tal.models import Localizer, divisible_by
+from tal.models.blocks import CrossAttentionBlock, attention_mask, masked_max_pool
+
+IN_DIM, NUM_CLASSES = 6, 3
+SWITCHES = [(intra, inter) for intra in (False, True) for inter in (False, True)]
+
+
+def config(**kw) -> ModelConfig:
+    base = {"embed_dim": 16, "num_heads": 2, "num_levels": 3, "attention_window": 3}
+    return ModelConfig(**{**base, **kw})
+
+
+def make(seed: int = 0, **kw) -> Localizer:
+    torch.manual_seed(seed)
+    return Localizer(config(**kw), IN_DIM, NUM_CLASSES).eval()
+
+
+def inputs(batch: int, length: int, valid: list[int], seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.randn(batch, IN_DIM, length, generator=gen)
+    masks = torch.arange(length)[None, :] < torch.tensor(valid)[:, None]
+    return feats, masks
+
+
+def with_garbage(feats: torch.Tensor, masks: torch.Tensor, fill: float | None) -> torch.Tensor:
+    """The same features with the padded part replaced by ``fill`` (None: large noise)."""
+    noise = 1e3 * torch.randn(feats.shape, generator=torch.Generator().manual_seed(9))
+    junk = noise if fill is None else torch.full_like(feats, fill)
+    return torch.where(masks[:, None, :], feats, junk)
+
+
+def assert_same_on_valid(a: dict, b: dict, atol: float = 1e-6) -> None:
+    for level, mask in enumerate(a["masks"]):
+        assert torch.equal(mask, b["masks"][level])
+        for key in ("cls_logits", "offsets"):
+            torch.testing.assert_close(a[key][level][mask], b[key][level][mask], atol=atol, rtol=0)
+
+
+# --- blocks -------------------------------------------------------------------------------
+
+
+def test_masked_max_pool_centres_on_even_points_and_ignores_padding():
+    x = torch.tensor([[-1.0, -5.0, -2.0, 100.0, 7.0, 9.0]])[:, :, None]
+    mask = torch.tensor([[True, True, True, False, False, False]])
+    pooled, down = masked_max_pool(x, mask)
+    # point 0 = max(x0, x1); point 1 = max(x1, x2, x3) but x3 is padding; point 2 is padding
+    assert pooled[0, :, 0].tolist() == [-1.0, -2.0, 0.0]
+    assert down.tolist() == [[True, True, False]]
+
+
+def test_attention_mask_band_key_padding_and_empty_rows():
+    mask = torch.tensor([[True, True, True, False]])
+    allowed = attention_mask(mask, mask, window=3)[0, 0].int().tolist()
+    assert allowed == [[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 1, 0]]
+    # window 1: padded query 3 has no real key left -> it gets every key (finite softmax)
+    allowed = attention_mask(mask, mask, window=1)[0, 0].int().tolist()
+    assert allowed == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 1, 1, 1]]
+    # cross-attention: every query sees all real keys of another length
+    ctx = torch.tensor([[True, True, False]])
+    assert attention_mask(mask, ctx).shape == (1, 1, 4, 3)
+    assert attention_mask(mask, ctx)[0, 0, :3].int().tolist() == [[1, 1, 0]] * 3
+
+
+def test_cross_attention_sees_whole_context_and_zeroes_padded_queries():
+    torch.manual_seed(0)
+    block = CrossAttentionBlock(8, 2).eval()
+    q, ctx = torch.randn(1, 4, 8), torch.randn(1, 10, 8)
+    q_mask = torch.tensor([[True, True, True, False]])
+    ctx_mask = torch.ones(1, 10, dtype=torch.bool)
+    out = block(q, q_mask, ctx, ctx_mask)
+    assert torch.all(out[0, 3] == 0)
+    far = ctx.clone()
+    far[0, 9] += torch.randn(8)  # the last context point is far from every query, yet it is seen
+    assert not torch.allclose(block(q, q_mask, far, ctx_mask)[0, 0], out[0, 0])
+    ctx_mask[0, 9] = False  # ...unless it is padding
+    base = block(q, q_mask, ctx, ctx_mask)
+    torch.testing.assert_close(block(q, q_mask, far, ctx_mask), base, atol=0, rtol=0)
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+def test_config_window_and_heads_are_validated():
+    assert ModelConfig().attention_window == 9
+    with pytest.raises(ValidationError, match="odd"):
+        ModelConfig(attention_window=4)
+    with pytest.raises(ValidationError, match="divisible by num_heads"):
+        ModelConfig(embed_dim=18, num_heads=4)
+    assert divisible_by(config(num_levels=4)) == 8 == Localizer.divisible_by(config(num_levels=4))
+    assert divisible_by(config(num_levels=1)) == 1
+
+
+# --- localizer ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("intra", "inter"), SWITCHES)
+def test_output_shapes_strides_and_masks(intra, inter):
+    model = make(intra_attention=intra, inter_attention=inter, num_levels=4)
+    feats, masks = inputs(2, 32, [32, 13])
+    out = model(feats, masks)
+    assert out["strides"] == [1, 2, 4, 8]
+    assert set(out) == {"cls_logits", "offsets", "masks", "strides"}
+    for level, size in enumerate([32, 16, 8, 4]):
+        assert out["cls_logits"][level].shape == (2, size, NUM_CLASSES)
+        assert out["offsets"][level].shape == (2, size, 2)
+        assert out["masks"][level].dtype == torch.bool
+        # point j is real iff its step j * 2**l < 13: ceil(13 / 2**l) real points
+        assert out["masks"][level].sum(1).tolist() == [size, math.ceil(13 / 2**level)]
+        pad = ~out["masks"][level]
+        assert torch.all(out["cls_logits"][level][pad] == 0)
+        assert torch.all(out["offsets"][level][pad] == 0)
+        assert torch.all(out["offsets"][level] >= 0)
+        assert torch.isfinite(out["cls_logits"][level]).all()
+
+
+def test_classification_prior_and_nonnegative_offsets():
+    model = make(num_levels=3)
+    bias = model.cls_head.out.conv.bias
+    torch.testing.assert_close(torch.sigmoid(bias), torch.full_like(bias, 0.01))
+    assert model.reg_head.scales.tolist() == [1.0, 1.0, 1.0]
+    out = model(*inputs(2, 32, [32, 20]))
+    offsets = torch.cat([o.flatten() for o in out["offsets"]])
+    assert torch.all(offsets >= 0) and torch.any(offsets > 0)
+
+
+@pytest.mark.parametrize(("intra", "inter"), SWITCHES)
+@pytest.mark.parametrize("fill", [0.0, None])
+def test_padding_content_does_not_change_valid_outputs(intra, inter, fill):
+    model = make(intra_attention=intra, inter_attention=inter)
+    feats, masks = inputs(2, 32, [32, 11])
+    p_feats, p_masks = inputs(2, 16, [7, 16], seed=2)
+    clean = model(
+        with_garbage(feats, masks, 0.0), masks, with_garbage(p_feats, p_masks, 0.0), p_masks
+    )
+    dirty = model(with_garbage(feats, masks, fill), masks, with_garbage(p_feats, p_masks, fill), p_masks)  # fmt: skip
+    assert_same_on_valid(clean, dirty)
+    if inter:
+        assert_same_on_valid(clean["partner"], dirty["partner"])
+    dirty_nan = model(with_garbage(feats, masks, float("nan")), masks)
+    assert_same_on_valid(model(feats, masks), dirty_nan)
+
+
+@pytest.mark.parametrize(("intra", "inter"), SWITCHES)
+def test_amount_of_padding_does_not_change_valid_outputs(intra, inter):
+    """A video alone (T=16) and padded to 32 in a batch give the same outputs on its points."""
+    model = make(intra_attention=intra, inter_attention=inter)
+    feats, masks = inputs(1, 32, [16])
+    alone = model(feats[:, :, :16], masks[:, :16])
+    padded = model(feats, masks)
+    for level in range(3):
+        n = 16 // 2**level
+        for key in ("cls_logits", "offsets"):
+            torch.testing.assert_close(padded[key][level][:, :n], alone[key][level], atol=1e-5, rtol=0)  # fmt: skip
+
+
+def _perturb_far(model: Localizer) -> tuple[dict, dict]:
+    feats, masks = inputs(1, 32, [32])
+    far = feats.clone()
+    far[0, :, 31] += torch.randn(IN_DIM, generator=torch.Generator().manual_seed(4))
+    return model(feats, masks), model(far, masks)
+
+
+def test_self_attention_is_local_without_intra():
+    # window 3: level-0 outputs see +-6 steps (2 embed convs, 1 attention point, 3 head convs),
+    # level-1 outputs +-12 steps; a change at step 31 cannot reach points at steps <= 18
+    base, moved = _perturb_far(make(intra_attention=False, inter_attention=False))
+    for level, last_unseen in [(0, 24), (1, 9)]:
+        for key in ("cls_logits", "offsets"):
+            a, b = base[key][level][0], moved[key][level][0]
+            assert torch.equal(a[: last_unseen + 1], b[: last_unseen + 1])
+        # the bound is tight: the next point does see the change (the window is really 3)
+        seen = last_unseen + 1
+        assert not torch.allclose(base["cls_logits"][level][0, seen], moved["cls_logits"][level][0, seen])  # fmt: skip
+
+
+def test_intra_attention_gives_coarser_levels_a_global_view():
+    base, moved = _perturb_far(make(intra_attention=True, inter_attention=False))
+    # level 0 has no finer level and stays local...
+    assert torch.equal(base["cls_logits"][0][0, :25], moved["cls_logits"][0][0, :25])
+    # ...while level 1's first point, 31 steps away, now sees the change
+    for level in (1, 2):
+        assert not torch.allclose(base["cls_logits"][level][0, 0], moved["cls_logits"][level][0, 0])  # fmt: skip
+
+
+def test_inter_attention_uses_the_partner_only_when_on():
+    feats, masks = inputs(2, 32, [32, 24])
+    pa, pa_masks = inputs(2, 32, [32, 32], seed=2)
+    pb, pb_masks = inputs(2, 16, [16, 9], seed=3)
+    on = make(inter_attention=True)
+    out_a, out_b = on(feats, masks, pa, pa_masks), on(feats, masks, pb, pb_masks)
+    assert "partner" in out_a
+    for level in range(3):
+        assert not torch.allclose(out_a["cls_logits"][level], out_b["cls_logits"][level])
+
+    off = make(inter_attention=False)
+    alone = off(feats, masks)
+    assert "partner" not in off(feats, masks, pa, pa_masks)
+    assert_same_on_valid(off(feats, masks, pa, pa_masks), alone, atol=0)
+    assert_same_on_valid(off(feats, masks, pb, pb_masks), alone, atol=0)
+
+
+def test_without_partner_the_video_is_its_own_partner():
+    model = make(inter_attention=True)
+    feats, masks = inputs(2, 32, [32, 17])
+    single = model(feats, masks)
+    paired = model(feats, masks, feats, masks)
+    assert "partner" not in single
+    assert_same_on_valid(single, paired, atol=0)
+    assert_same_on_valid(single, paired["partner"], atol=0)
+
+
+def test_partner_of_another_length_gets_its_own_outputs():
+    model = make(inter_attention=True, num_levels=3)
+    feats, masks = inputs(2, 32, [32, 20])
+    p_feats, p_masks = inputs(2, 8, [8, 5], seed=2)
+    out = model(feats, masks, p_feats, p_masks)
+    partner = out["partner"]
+    assert partner["strides"] == [1, 2, 4]
+    for level, size in enumerate([8, 4, 2]):
+        assert partner["cls_logits"][level].shape == (2, size, NUM_CLASSES)
+        assert partner["offsets"][level].shape == (2, size, 2)
+        assert partner["masks"][level].sum(1).tolist() == [size, math.ceil(5 / 2**level)]
+        assert out["cls_logits"][level].shape == (2, 32 // 2**level, NUM_CLASSES)
+
+
+def test_inter_attention_is_one_shared_module_per_level():
+    model = make(intra_attention=True, inter_attention=True, num_levels=4)
+    assert len(model.inter) == 4 and len(model.intra) == 3
+    blocks = [m for m in model.modules() if isinstance(m, CrossAttentionBlock)]
+    assert len(blocks) == 4 + 3
+    assert make(intra_attention=False, inter_attention=False).inter is None
+    # the same weights serve both directions: swapping the videos swaps the outputs
+    a, a_masks = inputs(2, 32, [32, 21])
+    b, b_masks = inputs(2, 16, [10, 16], seed=2)
+    ab, ba = model(a, a_masks, b, b_masks), model(b, b_masks, a, a_masks)
+    assert_same_on_valid(ab, ba["partner"], atol=0)
+    assert_same_on_valid(ab["partner"], ba, atol=0)
+
+
+def test_same_seed_same_model_and_outputs():
+    feats, masks = inputs(2, 32, [32, 12])
+    one, two = make(seed=5, dropout=0.1), make(seed=5, dropout=0.1)
+    for (name, p1), p2 in zip(one.state_dict().items(), two.state_dict().values(), strict=True):
+        assert torch.equal(p1, p2), name
+    assert not torch.equal(make(seed=6).cls_head.out.conv.weight, one.cls_head.out.conv.weight)
+    one.train(), two.train()
+    torch.manual_seed(0)
+    out1 = one(feats, masks, feats, masks)
+    torch.manual_seed(0)
+    out2 = two(feats, masks, feats, masks)
+    assert_same_on_valid(out1, out2, atol=0)
+
+
+def test_gradients_reach_every_parameter():
+    model = make(intra_attention=True, inter_attention=True).train()
+    feats, masks = inputs(2, 32, [32, 19])
+    p_feats, p_masks = inputs(2, 16, [16, 11], seed=2)
+    out = model(feats, masks, p_feats, p_masks)
+    loss = sum(
+        (t**2).sum() for o in (out, out["partner"]) for t in [*o["cls_logits"], *o["offsets"]]
+    )
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_bad_inputs_are_rejected():
+    model = make(num_levels=3, inter_attention=True)
+    feats, masks = inputs(1, 32, [32])
+    with pytest.raises(ValueError, match="multiple of"):
+        model(feats[:, :, :30], masks[:, :30])
+    with pytest.raises(ValueError, match=r"expected \[B, 6, T\]"):
+        model(feats[:, :4], masks)
+    with pytest.raises(ValueError, match="at least one real"):
+        model(feats, torch.zeros_like(masks))
+    with pytest.raises(ValueError, match="both partner"):
+        model(feats, masks, feats, None)
+    with pytest.raises(ValueError, match="partner batch"):
+        model(feats, masks, *inputs(2, 32, [32, 32]))
