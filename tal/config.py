@@ -121,6 +121,16 @@ class ModelConfig(_Section):
         return v
 
     @model_validator(mode="after")
+    def _crop_fits_pyramid(self) -> ModelConfig:
+        levels = 2 ** (self.num_levels - 1)
+        if self.max_seq_len % levels:
+            raise ValueError(
+                f"max_seq_len ({self.max_seq_len}) must be a multiple of 2**(num_levels-1) "
+                f"= {levels}, so that every pyramid level halves it exactly"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
         if self.embed_dim % self.num_heads:
             raise ValueError(

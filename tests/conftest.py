@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,3 +48,52 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+TOY_FPS, TOY_DIM, TOY_T = 4.0, 16, 64
+TOY_ATTRS = {
+    "extractor": "toy", "weights_digest": {"rgb": "0" * 64, "flow": "1" * 64},
+    "weights_origin": {"rgb": "toy", "flow": "toy"}, "clip_length": 1, "stride": 1, "fps": TOY_FPS,
+    "input_size": 1, "dtype": "float32", "modalities": ["rgb", "flow"],
+    "feature_dims": {"rgb": TOY_DIM, "flow": TOY_DIM},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def toy_store(tmp_path_factory):
+    """A feature store the localizer can learn quickly: 18 videos of 64 features (16 s, 4 fps,
+    stride 1, clip 1), 2 classes, 1-2 actions each marked by a class pattern; 12 training and
+    6 validation videos. Returns (root, annotations.json, store)."""
+    from features.store import FeatureStore
+
+    root = tmp_path_factory.mktemp("toy")
+    rng = np.random.default_rng(0)
+    fs = FeatureStore.create(root / "feats.zarr", TOY_ATTRS)
+    patterns = rng.normal(size=(2, 2 * TOY_DIM)).astype(np.float32)
+    database = {}
+    for v in range(18):
+        vid = f"toy_{v:02d}"
+        x = rng.normal(scale=0.5, size=(TOY_T, 2 * TOY_DIM)).astype(np.float32)
+        annotations = []
+        starts = [int(rng.integers(2, 24)), int(rng.integers(34, 50))][: 1 + v % 2]
+        for start in starts:
+            length, label = int(rng.integers(6, 13)), int(rng.integers(0, 2))
+            x[start : start + length] += patterns[label]
+            # features start..start+length-1 <-> seconds [start/fps, (start+length)/fps]
+            annotations.append(
+                {
+                    "segment": [start / TOY_FPS, (start + length) / TOY_FPS],
+                    "label": f"class_{label}",
+                }
+            )
+        fs.write_video(
+            vid,
+            {"rgb": x[:, :TOY_DIM], "flow": x[:, TOY_DIM:]},
+            {"num_frames": TOY_T, "fps": TOY_FPS},
+        )
+        subset = "training" if v < 12 else "validation"
+        database[vid] = {"subset": subset, "duration": TOY_T / TOY_FPS, "annotations": annotations}
+    fs.write_manifest()
+    ann = root / "annotations.json"
+    ann.write_text(json.dumps({"database": database}))
+    return root, ann, root / "feats.zarr"

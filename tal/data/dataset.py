@@ -152,6 +152,14 @@ def _names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
     return names
 
 
+def open_store(location: str | os.PathLike[str]) -> FeatureStore:
+    """Open a feature store read-only; a missing or foreign one is a DatasetError saying so."""
+    try:
+        return FeatureStore.open(location, "r")
+    except (FileNotFoundError, ValueError) as exc:
+        raise DatasetError(f"{exc} (extract features first: tal extract)") from None
+
+
 class FeatureDataset(Dataset):
     """Videos of ``subsets`` that are complete in the feature store, one ``VideoItem`` each.
 
@@ -178,7 +186,7 @@ class FeatureDataset(Dataset):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ):
         self._store: FeatureStore | None = (
-            store if isinstance(store, FeatureStore) else FeatureStore.open(store, "r")
+            store if isinstance(store, FeatureStore) else open_store(store)
         )
         self.store_location = self._store.location
         self._storage_options = self._store.storage_options or None

@@ -56,7 +56,7 @@ class PartnerBank:
         index = {dataset[i].video_id: i for i in range(len(dataset))}
         feats = []
         for vid in chosen:
-            x = dataset.get_full(index[vid]).feats
+            x = dataset[index[vid]].feats
             feats.append(x[:, :max_len].to(torch.float16) if max_len else x.to(torch.float16))
         if not feats:
             raise ValueError("partner bank: the training videos have no instances")
@@ -202,8 +202,8 @@ def infer_from_checkpoint(
     must have the checkpoint's streams, clip length, stride and feature widths; a different
     weights digest is allowed but reported.
     """
-    from features.store import FeatureStore
     from tal.data.annotations import LabelMap, load_annotations
+    from tal.data.dataset import open_store
     from tal.engine.checkpoint import CheckpointError, load_checkpoint
     from tal.evaluation.detection import evaluate_detection
     from tal.models import Localizer
@@ -212,7 +212,7 @@ def infer_from_checkpoint(
     model, config = load_localizer(state)
     annotations = annotations or config.data.annotations
     store = store or config.features.store
-    fs = FeatureStore.open(store)
+    fs = open_store(store)
     trained = state.get("feature_attrs") or {}
     for key in _TIMING_KEYS:
         if key in trained and fs.attrs.get(key) != trained[key]:

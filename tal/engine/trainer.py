@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from features.store import FeatureStore
 from tal.config import ExperimentConfig, config_from_dict, dump_config
 from tal.data.annotations import AnnotationSet, load_annotations
-from tal.data.dataset import FeatureDataset, PairDataset, collate_pairs
+from tal.data.dataset import FeatureDataset, PairDataset, collate_pairs, open_store
 from tal.data.predictions import Detections, write_predictions
 from tal.engine.checkpoint import load_checkpoint, save_checkpoint
 from tal.engine.ema import ModelEMA
@@ -85,7 +85,7 @@ def load_data(
     """Datasets over the store; pairs from ``pairs_path`` or built in memory if absent."""
     annotations = load_annotations(annotations_path)
     label_map = annotations.label_map()
-    store = FeatureStore.open(store_path)
+    store = open_store(store_path)
     modalities = list(config.features.modalities)
     common = {"label_map": label_map, "modalities": modalities, "seed": config.seed}
     train = FeatureDataset(
@@ -151,11 +151,6 @@ class Trainer:
         seed_everything(config.seed)
         self.device = pick_device(config.training.use_gpu)
         self.divisible_by = Localizer.divisible_by(config.model)
-        if config.model.max_seq_len % self.divisible_by:
-            raise ValueError(
-                f"model.max_seq_len {config.model.max_seq_len} must be a multiple of "
-                f"2**(num_levels-1) = {self.divisible_by}"
-            )
         num_classes = len(data.label_names)
         self.model = build_model(config, data.in_dim, num_classes).to(self.device)
         self.ema = ModelEMA(self.model, config.training.ema_decay)
@@ -275,7 +270,8 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def state(self) -> dict[str, Any]:
-        needs_bank = uses_partner(self.config) and self.config.model.inference_partner == "bank"
+        # kept whenever the model takes a partner, so that either policy can run from it
+        needs_bank = uses_partner(self.config)
         return {
             "epoch": self.epoch,
             "model": self.model.state_dict(),

@@ -5,54 +5,15 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
-from features.store import FeatureStore
 from tal.config import load_config
 from tal.data.annotations import load_annotations
 from tal.engine.checkpoint import CheckpointError, load_checkpoint
 from tal.engine.inference import infer_from_checkpoint
 from tal.engine.trainer import train_localizer
 from tal.evaluation.detection import evaluate_detection
-
-FPS, DIM, T = 4.0, 16, 64
-ATTRS = {
-    "extractor": "toy", "weights_digest": {"rgb": "0" * 64, "flow": "1" * 64},
-    "weights_origin": {"rgb": "toy", "flow": "toy"}, "clip_length": 1, "stride": 1, "fps": FPS,
-    "input_size": 1, "dtype": "float32", "modalities": ["rgb", "flow"],
-    "feature_dims": {"rgb": DIM, "flow": DIM},
-}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """18 videos of 64 features (16 s): 2 classes, 1-2 actions each, marked in the features."""
-    root = tmp_path_factory.mktemp("toy")
-    rng = np.random.default_rng(0)
-    fs = FeatureStore.create(root / "feats.zarr", ATTRS)
-    patterns = rng.normal(size=(2, 2 * DIM)).astype(np.float32)
-    database = {}
-    for v in range(18):
-        vid = f"toy_{v:02d}"
-        x = rng.normal(scale=0.5, size=(T, 2 * DIM)).astype(np.float32)
-        annotations = []
-        starts = [int(rng.integers(2, 24)), int(rng.integers(34, 50))][: 1 + v % 2]
-        for start in starts:
-            length, label = int(rng.integers(6, 13)), int(rng.integers(0, 2))
-            x[start : start + length] += patterns[label]
-            # features start..start+length-1 <-> seconds [start/fps, (start+length)/fps]
-            annotations.append(
-                {"segment": [start / FPS, (start + length) / FPS], "label": f"class_{label}"}
-            )
-        fs.write_video(vid, {"rgb": x[:, :DIM], "flow": x[:, DIM:]}, {"num_frames": T, "fps": FPS})
-        subset = "training" if v < 12 else "validation"
-        database[vid] = {"subset": subset, "duration": T / FPS, "annotations": annotations}
-    fs.write_manifest()
-    ann = root / "annotations.json"
-    ann.write_text(json.dumps({"database": database}))
-    return root, ann, root / "feats.zarr"
 
 
 def _config(**changes):
@@ -67,8 +28,8 @@ def _config(**changes):
 
 
 @pytest.mark.parametrize("inter", [False, True])
-def test_learns_easy_actions(toy, tmp_path, inter):
-    _, ann, store = toy
+def test_learns_easy_actions(toy_store, tmp_path, inter):
+    _, ann, store = toy_store
     config = _config(**{"model.inter_attention": inter, "model.intra_attention": inter})
     metrics = train_localizer(config, ann, store, None, tmp_path, log=lambda _m: None)
     assert metrics["average_mAP"] > 0.6, metrics["mAP"]
@@ -85,8 +46,8 @@ def test_learns_easy_actions(toy, tmp_path, inter):
     assert result.average_mAP == pytest.approx(metrics["average_mAP"])
 
 
-def test_deterministic_and_resumable(toy, tmp_path):
-    _, ann, store = toy
+def test_deterministic_and_resumable(toy_store, tmp_path):
+    _, ann, store = toy_store
     config = _config(**{"training.epochs": 4, "training.eval_every": 2})
     full = train_localizer(config, ann, store, None, tmp_path / "a", log=lambda _m: None)
     again = train_localizer(config, ann, store, None, tmp_path / "b", log=lambda _m: None)
@@ -112,8 +73,8 @@ def test_deterministic_and_resumable(toy, tmp_path):
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_infer_from_checkpoint_matches_training_predictions(toy, tmp_path):
-    _, ann, store = toy
+def test_infer_from_checkpoint_matches_training_predictions(toy_store, tmp_path):
+    _, ann, store = toy_store
     config = _config(**{"training.epochs": 2, "training.eval_every": 2})
     metrics = train_localizer(config, ann, store, None, tmp_path, log=lambda _m: None)
     detections, facts = infer_from_checkpoint(
@@ -124,6 +85,14 @@ def test_infer_from_checkpoint_matches_training_predictions(toy, tmp_path):
     )
     assert result.average_mAP == pytest.approx(metrics["average_mAP"])
     assert facts["videos"] == 6 and facts["partner"] == "self"
+    # the same checkpoint with the bank policy: partners are training videos of the bank
+    bank_detections, bank_facts = infer_from_checkpoint(
+        tmp_path / "checkpoint.pt", ann, store, "validation", partner="bank"
+    )
+    assert bank_facts["partner"] == "bank" and len(bank_detections) > 0
+    bank = load_checkpoint(tmp_path / "checkpoint.pt")["bank"]
+    assert set(bank["video_ids"]) <= {f"toy_{v:02d}" for v in range(12)}
+    assert len(bank["video_ids"]) <= 2 * 2 and bank["keys"].shape == (len(bank["video_ids"]), 32)
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):

@@ -1,0 +1,48 @@
+"""`tal train` and `tal infer` end to end on a small feature store; bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+from pipelines.cli import exit_status as run
+from tal.data.predictions import load_predictions
+
+SMALL = [
+    "--set", "model.embed_dim=32", "--set", "model.num_heads=4", "--set", "model.num_levels=3",
+    "--set", "model.max_seq_len=64", "--set", "model.attention_window=5",
+    "--set", "training.epochs=3", "--set", "training.eval_every=3",
+]  # fmt: skip
+
+
+def test_train_then_infer(toy_store, tmp_path, capsys):
+    _, ann, store = toy_store
+    out = tmp_path / "run"
+    code = run(["train", "--annotations", str(ann), "--store", str(store), "--pairs",
+                str(tmp_path / "absent.parquet"), "--output", str(out), *SMALL])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "pairs built in memory" in captured.err and "epoch 3/3" in captured.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"average {metrics['average_mAP']:.4f} after 3 epochs" in captured.out
+    assert (out / "checkpoint.pt").is_file() and (out / "config.yaml").is_file()
+
+    pred = tmp_path / "pred.json"
+    code = run(["infer", "--checkpoint", str(out / "checkpoint.pt"), "--annotations", str(ann),
+                "--store", str(store), "--split", "validation", "--output", str(pred)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    detections = load_predictions(pred)
+    assert set(detections.video_ids) <= {f"toy_{v:02d}" for v in range(12, 18)}
+    assert f"average mAP {metrics['average_mAP']:.4f} (partner self)" in captured.out
+
+
+def test_bad_inputs_exit_2(toy_store, tmp_path, capsys):
+    _, ann, store = toy_store
+    code = run(["infer", "--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path / "p.json")])  # fmt: skip
+    assert code == 2 and "none.pt: checkpoint not found" in capsys.readouterr().err
+    code = run(["train", "--annotations", str(ann), "--store", str(tmp_path / "nostore.zarr"),
+                "--output", str(tmp_path / "r"), *SMALL])  # fmt: skip
+    assert code == 2 and "nostore.zarr" in capsys.readouterr().err
+    code = run(["train", "--annotations", str(ann), "--store", str(store), "--output",
+                str(tmp_path / "r"), *SMALL, "--set", "model.max_seq_len=62"])  # fmt: skip
+    assert code == 2 and "max_seq_len" in capsys.readouterr().err
