@@ -324,6 +324,10 @@ class FeatureDataset(Dataset):
     def __getitem__(self, index: int) -> VideoItem:
         return self.load(index)
 
+    def labels(self, index: int) -> np.ndarray:
+        """Label indices of item ``index``'s whole video, from memory (no feature read)."""
+        return self._entries[index].labels
+
     def load(self, index: int, stream: int = 0) -> VideoItem:
         """Item ``index``; ``stream`` picks an independent crop (PairDataset uses it so that
         a video's crop in one pair does not fix its crop in every other pair)."""
@@ -404,15 +408,29 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _pad(items: Sequence[VideoItem], length: int) -> dict[str, Any]:
-    channels = {int(item.feats.shape[0]) for item in items}
+def pad_features(
+    sequences: Sequence[torch.Tensor], length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[C, T_i]`` sequences -> float32 ``[B, C, length]`` zero padded at the end and masks
+    ``[B, length]`` (True = real feature)."""
+    channels = {int(x.shape[0]) for x in sequences}
     if len(channels) != 1:
         raise ValueError(f"collate: items have different channel counts {sorted(channels)}")
-    feats = torch.zeros((len(items), channels.pop(), length), dtype=torch.float32)
-    masks = torch.zeros((len(items), length), dtype=torch.bool)
-    for row, item in enumerate(items):
-        feats[row, :, : item.length] = item.feats
-        masks[row, : item.length] = True
+    feats = torch.zeros((len(sequences), channels.pop(), length), dtype=torch.float32)
+    masks = torch.zeros((len(sequences), length), dtype=torch.bool)
+    for row, x in enumerate(sequences):
+        feats[row, :, : x.shape[1]] = x
+        masks[row, : x.shape[1]] = True
+    return feats, masks
+
+
+def padded_length(length: int, divisible_by: int) -> int:
+    """``length`` rounded up to a multiple of ``divisible_by`` (the pyramid's largest stride)."""
+    return _round_up(length, divisible_by)
+
+
+def _pad(items: Sequence[VideoItem], length: int) -> dict[str, Any]:
+    feats, masks = pad_features([item.feats for item in items], length)
     return {
         "feats": feats,
         "masks": masks,

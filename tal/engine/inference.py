@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tal.data.dataset import FeatureDataset, VideoItem, collate
+from tal.data.dataset import FeatureDataset, pad_features, padded_length
 from tal.data.predictions import Detections
 from tal.postprocess import decode_video, soft_nms, to_seconds_rows
 
@@ -40,28 +40,24 @@ class PartnerBank:
 
         ``dataset`` must not crop (``training=False``): the bank keeps whole videos.
         """
-        counts: dict[str, dict[int, int]] = {}
+        counts: dict[int, dict[int, int]] = {}  # item index -> label -> instances
         for i in range(len(dataset)):
-            item = dataset[i]
-            counts[item.video_id] = {}
-            for label in item.labels.tolist():
-                counts[item.video_id][label] = counts[item.video_id].get(label, 0) + 1
-        chosen: list[str] = []
+            counts[i] = {}
+            for label in dataset.labels(i).tolist():
+                counts[i][label] = counts[i].get(label, 0) + 1
+        ids = dataset.video_ids
+        chosen: list[int] = []
         for label in sorted({lab for c in counts.values() for lab in c}):
             ranked = sorted(
-                (vid for vid in counts if label in counts[vid]),
-                key=lambda vid, lab=label: (-counts[vid][lab], vid),
+                (i for i in counts if label in counts[i]),
+                key=lambda i, lab=label: (-counts[i][lab], ids[i]),
             )
-            chosen += [vid for vid in ranked[:per_class] if vid not in chosen]
-        index = {dataset[i].video_id: i for i in range(len(dataset))}
-        feats = []
-        for vid in chosen:
-            x = dataset[index[vid]].feats
-            feats.append(x[:, :max_len].to(torch.float16) if max_len else x.to(torch.float16))
+            chosen += [i for i in ranked[:per_class] if i not in chosen]
+        feats = [dataset[i].feats[:, :max_len].to(torch.float16) for i in chosen]
         if not feats:
             raise ValueError("partner bank: the training videos have no instances")
         keys = F.normalize(torch.stack([f.float().mean(1) for f in feats]), dim=1)
-        return cls(feats, keys, chosen)
+        return cls(feats, keys, [ids[i] for i in chosen])
 
     def nearest(self, feats: torch.Tensor, exclude: str | None = None) -> int:
         """Index of the bank video most similar to ``feats`` [C, T] (not ``exclude``)."""
@@ -98,9 +94,10 @@ class PostprocessSettings:
         )
 
 
-def _single(item: VideoItem, divisible_by: int, device: torch.device):
-    batch = collate([item], divisible_by)
-    return batch["feats"].to(device), batch["masks"].to(device)
+def _single(feats: torch.Tensor, divisible_by: int, device: torch.device):
+    """One ``[C, T]`` sequence as a padded batch of one: ``([1, C, T'], [1, T'])``."""
+    batch, masks = pad_features([feats.float()], padded_length(feats.shape[1], divisible_by))
+    return batch.to(device), masks.to(device)
 
 
 @torch.no_grad()
@@ -120,7 +117,7 @@ def predict(
     rows = []
     for i in range(len(dataset)):
         item = dataset[i]
-        feats, masks = _single(item, divisible_by, device)
+        feats, masks = _single(item.feats, divisible_by, device)
         if not uses_partner:
             out = model(feats, masks)
         elif partner == "self":
@@ -129,10 +126,7 @@ def predict(
             if bank is None:
                 raise ValueError("inference partner 'bank' needs a partner bank in the model")
             k = bank.nearest(item.feats, exclude=item.video_id)
-            p = bank.feats[k].float()
-            pm = torch.ones(1, p.shape[1], dtype=torch.bool)
-            p_feats, p_masks = _single_tensor(p, pm, divisible_by)
-            out = model(feats, masks, p_feats.to(device), p_masks.to(device))
+            out = model(feats, masks, *_single(bank.feats[k], divisible_by, device))
         else:
             raise ValueError(f"inference partner {partner!r}: expected self or bank")
         segs, scores, labels = decode_video(
@@ -155,17 +149,6 @@ def predict(
             item.video_id, segs, scores, labels, item.timing, item.duration, list(label_names)
         )
     return Detections.from_rows(rows)
-
-
-def _single_tensor(feats: torch.Tensor, masks: torch.Tensor, divisible_by: int):
-    """Pad one [C, T] sequence to a multiple of ``divisible_by``: ([1, C, T'], [1, T'])."""
-    t = feats.shape[1]
-    t_pad = -(-t // divisible_by) * divisible_by
-    out = torch.zeros(1, feats.shape[0], t_pad, dtype=feats.dtype)
-    out[0, :, :t] = feats
-    m = torch.zeros(1, t_pad, dtype=torch.bool)
-    m[0, :t] = masks[0]
-    return out, m
 
 
 # feature-store attributes that must match between training and inference

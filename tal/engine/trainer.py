@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from features.extractor import pick_device
 from features.store import FeatureStore
 from tal.config import ExperimentConfig, config_from_dict, dump_config
 from tal.data.annotations import AnnotationSet, load_annotations
@@ -49,12 +50,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def pick_device(use_gpu: bool) -> torch.device:
-    if use_gpu and not torch.cuda.is_available():
-        raise RuntimeError("training.use_gpu is true but no CUDA GPU is visible")
-    return torch.device("cuda" if use_gpu else "cpu")
 
 
 def uses_partner(config: ExperimentConfig) -> bool:
@@ -149,7 +144,10 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.say = log or logger.info
         seed_everything(config.seed)
-        self.device = pick_device(config.training.use_gpu)
+        try:
+            self.device = pick_device("cuda" if config.training.use_gpu else "cpu")
+        except RuntimeError as exc:
+            raise RuntimeError(f"training.use_gpu is true: {exc}") from None
         self.divisible_by = Localizer.divisible_by(config.model)
         num_classes = len(data.label_names)
         self.model = build_model(config, data.in_dim, num_classes).to(self.device)
@@ -354,14 +352,10 @@ def _to(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]
 
 
 def _stack_pair(a: dict, b: dict):
-    """One batch of both sides of the pairs (padded to the longer), for single-video models."""
-    t = max(a["feats"].shape[-1], b["feats"].shape[-1])
-
-    def pad(x: torch.Tensor, value) -> torch.Tensor:
-        return torch.nn.functional.pad(x, (0, t - x.shape[-1]), value=value)
-
-    feats = torch.cat([pad(a["feats"], 0.0), pad(b["feats"], 0.0)])
-    masks = torch.cat([pad(a["masks"], False), pad(b["masks"], False)])
+    """One batch of both sides of the pairs, for single-video models (``collate_pairs`` pads
+    both sides to the same length)."""
+    feats = torch.cat([a["feats"], b["feats"]])
+    masks = torch.cat([a["masks"], b["masks"]])
     return feats, masks, a["segments"] + b["segments"], a["labels"] + b["labels"]
 
 
