@@ -414,8 +414,13 @@ def pairs_cmd(
 
 @app.command("train")
 def train_cmd(
-    output: Annotated[Path, typer.Option(help="run folder: checkpoint.pt, metrics.json, ...")],
     config: ConfigOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="rank 0's folder: checkpoint.pt, metrics.json, ... (default RUN_DIR/model)"
+        ),
+    ] = None,
     annotations: Annotated[
         Path | None, typer.Option(help="ActivityNet-style JSON (default: data.annotations)")
     ] = None,
@@ -426,31 +431,72 @@ def train_cmd(
         Path | None,
         typer.Option(help="pairs Parquet (default: pairs.output; built in memory if absent)"),
     ] = None,
+    num_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--num-workers",
+            help="Ray Train workers (default training.num_workers); 0 trains in this process",
+        ),
+    ] = None,
     resume: Annotated[
-        bool, typer.Option(help="continue from OUTPUT/checkpoint.pt when it exists")
+        bool,
+        typer.Option(help="continue the latest run of this config (RUN_DIR/latest_train.json)"),
     ] = False,
+    register: Annotated[
+        bool, typer.Option(help="log the model, register it, move champion if it is better")
+    ] = True,
     set_: SetOpt = None,
 ) -> None:
-    """Train the localizer in this process (I2Net, or the ActionFormer-style baseline)."""
-    from tal.engine.trainer import train_localizer
+    """Train the localizer (I2Net, or the ActionFormer-style baseline), tracked in MLflow."""
+    from pipelines.train import run_training
 
     cfg = load_config(config, list(set_ or []))
-    metrics = train_localizer(
+    outcome = run_training(
         cfg,
-        annotations or cfg.data.annotations,
-        store or cfg.features.store,
-        pairs or cfg.pairs.output,
-        output,
+        annotations=annotations,
+        store=store,
+        pairs=pairs,
+        output=output,
+        num_workers=num_workers,
         resume=resume,
+        register=register,
         log=_echo,
     )
-    cells = ", ".join(
-        f"{t:g}: {m:.4f}" for t, m in zip(metrics["tiou"], metrics["mAP"], strict=True)
-    )
+    m = outcome.metrics
+    tious = cfg.evaluation.tiou_thresholds
+    cells = ", ".join(f"{t:g}: {m[f'val_mAP_{t:.2f}']:.4f}" for t in tious)
     typer.echo(
-        f"{metrics['subset']} mAP ({cells}); average {metrics['average_mAP']:.4f} after "
-        f"{metrics['epochs']} epochs; wrote {output}/checkpoint.pt, metrics.json, predictions.json"
+        f"{cfg.evaluation.subset} mAP ({cells}); average {m['val_average_mAP']:.4f} after "
+        f"{m['epoch']} epochs on {outcome.workers or 'no'} Ray Train workers; MLflow run "
+        f"{outcome.run_id} at {outcome.tracking_uri}; outputs in {outcome.output}"
     )
+
+
+@app.command("models")
+def models_cmd(
+    name: Annotated[str | None, typer.Argument(help="registered model (default: all)")] = None,
+    config: ConfigOpt = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow URI (default: the config's, as for training)")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """List registered model versions with their validation mAP and aliases."""
+    from pipelines.registry import SCORE, list_versions
+    from pipelines.tracking import check_tracking
+    from pipelines.tracking import tracking_uri as default_uri
+
+    uri = tracking_uri or default_uri(load_config(config, list(set_ or [])))
+    check_tracking(uri)
+    rows = list_versions(uri, name)
+    if not rows:
+        typer.echo(f"no registered models at {uri}")
+        return
+    typer.echo(f"{'model':<28} {'version':>7} {SCORE:>16}  aliases   run")
+    for r in rows:
+        score = "-" if r[SCORE] is None else f"{r[SCORE]:.4f}"
+        aliases = ",".join(r["aliases"]) or "-"
+        typer.echo(f"{r['name']:<28} {r['version']:>7} {score:>16}  {aliases:<9} {r['run_id']}")
 
 
 @app.command("infer")

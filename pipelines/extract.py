@@ -9,11 +9,14 @@ each finished video straight into the store. The driver hands out one video at a
 actor, shows progress, and deals with failures: a bad video is recorded ``failed`` by the
 actor and the run goes on; an actor that dies or exceeds ``features.video_timeout`` on a
 video is killed, replaced, and the video retried up to ``features.max_retries`` times, then
-recorded failed. Re-running skips complete videos; ``overwrite`` recreates the store.
+recorded failed. Re-running skips complete videos whose file is unchanged (size and
+modification time, else content digest, recorded with each video); a video whose file changed
+is extracted again. ``overwrite`` recreates the store.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -26,6 +29,7 @@ from typing import Any
 from features.extractor import ClipSettings
 from features.store import FeatureStore, check_video_id
 from pipelines.errors import PipelineInputError
+from pipelines.ray_env import init_ray
 from tal.config import ExperimentConfig, FeaturesConfig
 
 EXTRACTOR_NAME = "i3d"
@@ -152,6 +156,38 @@ def _inject_fault(video_id: str) -> None:
         time.sleep(10**6)
 
 
+def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What identifies a video file's content: size, modification time and sha256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    info = os.stat(path)
+    return {
+        "source_bytes": info.st_size,
+        "source_mtime_ns": info.st_mtime_ns,
+        "source_sha256": digest.hexdigest(),
+    }
+
+
+def source_changed(meta: dict[str, Any], path: str | os.PathLike[str]) -> bool:
+    """Whether the file at ``path`` differs from the one a stored video was extracted from.
+
+    Size and modification time decide cheaply; a touched or copied file of the same size is
+    hashed. Videos stored without a fingerprint count as unchanged."""
+    if "source_sha256" not in meta:
+        return False
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False  # gone: keep what was extracted
+    if info.st_size != meta.get("source_bytes"):
+        return True
+    if info.st_mtime_ns == meta.get("source_mtime_ns"):
+        return False
+    return source_fingerprint(path)["source_sha256"] != meta["source_sha256"]
+
+
 class ExtractWorker:
     """One Ray actor: networks loaded once, videos extracted into the store one at a time."""
 
@@ -182,6 +218,7 @@ class ExtractWorker:
         _inject_fault(video_id)
         start = time.perf_counter()
         try:
+            source = source_fingerprint(path)
             out = self.extractor.extract(path)
         except (VideoDecodeError, RuntimeError, ValueError, OSError) as exc:
             error = str(exc) if isinstance(exc, VideoDecodeError) else f"{path}: {exc}"
@@ -191,7 +228,7 @@ class ExtractWorker:
         self.store.write_video(
             video_id,
             out.features,
-            {"num_frames": out.num_frames, "fps": out.fps, "duration": out.duration},
+            {"num_frames": out.num_frames, "fps": out.fps, "duration": out.duration, **source},
             seconds=seconds,
         )
         return VideoResult(video_id, "done", out.num_clips, seconds, padded=out.padded)
@@ -220,16 +257,6 @@ class Progress:
     def close(self) -> None:
         if self.tty:
             self.stream.write("\n")
-
-
-def _ray_init() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init()  # a cluster: no resource arguments (`ray job submit` needs that)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
 def _actor_options(features: FeaturesConfig, workers: int, log) -> tuple[dict, str, int]:
@@ -288,6 +315,10 @@ def run_extraction(
     except ValueError as exc:
         raise ExtractError(f"{exc} (tal extract: pass --overwrite)") from None
     complete = fs.completed()
+    changed = [v for v in files if v in complete and source_changed(fs.meta(v), files[v])]
+    for vid in changed:
+        log(f"{files[vid]} changed since it was extracted: extracting it again")
+        complete.discard(vid)
     todo = deque(v for v in files if v not in complete and v not in bad_ids)
     workers = max(1, min(workers or features.num_actors, len(todo) or 1))
     summary = ExtractSummary(
@@ -307,7 +338,7 @@ def run_extraction(
         return summary
 
     start = time.perf_counter()
-    _ray_init()
+    init_ray(log_to_driver=False)  # the progress bar is the output
     options, device, threads = _actor_options(features, workers, log)
     settings = clip_settings(features)
     remote = ray.remote(ExtractWorker)

@@ -148,14 +148,24 @@ class TrainingConfig(_Section):
     grad_clip: float = Field(1.0, gt=0)
     ema_decay: float = Field(0.999, ge=0, lt=1)
     eval_every: int = Field(1, ge=1)
-    num_workers: int = Field(1, ge=0, description="Ray Train workers (0 = in the driver)")
-    use_gpu: bool = False
+    num_workers: int = Field(
+        1, ge=0, description="Ray Train workers (DDP); 0 trains in this process without Ray"
+    )
+    use_gpu: bool = Field(False, description="a GPU per worker, NCCL (CPU workers use gloo)")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs (and torch threads) per worker")
+    max_failures: int = Field(
+        2, ge=0, description="worker failures Ray Train recovers from (from the last checkpoint)"
+    )
     amp: bool = Field(True, description="bfloat16 autocast on GPU (ignored on CPU)")
     center_radius: float = Field(
         1.5, gt=0, description="centre sampling: positives within this many strides of the centre"
     )
     reg_weight: float = Field(1.0, ge=0, description="weight of the DIoU boundary loss")
-    storage_path: Path | None = Field(None, description="checkpoints; default RUN_DIR/train")
+    storage_path: str | None = Field(
+        None,
+        description="Ray Train checkpoints: a folder (made absolute) or an object storage URL "
+        "(s3://...); default RUN_DIR/train",
+    )
 
 
 class InferenceConfig(_Section):
@@ -257,7 +267,7 @@ class ExperimentConfig(_Section):
         if self.pairs.output is None:
             self.pairs.output = self.run_dir / "pairs.parquet"
         if self.training.storage_path is None:
-            self.training.storage_path = self.run_dir / "train"
+            self.training.storage_path = str(self.run_dir / "train")
         return self
 
     def to_yaml_dict(self) -> dict[str, Any]:

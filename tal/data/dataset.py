@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 CROP_TRIES = 10
 """Random windows tried per item to find one that keeps at least one instance."""
 DEFAULT_CACHE_BYTES = 256 * 2**20
+DURATION_TOLERANCE_S, DURATION_TOLERANCE = 1.0, 0.05
+"""Annotated and stored durations further apart than both of these count as different."""
 
 
 class DatasetError(ValueError):
@@ -88,6 +90,7 @@ class _Entry:
     num_features: int
     timing: FeatureTiming
     duration: float
+    stored_duration: float  # what the extractor decoded
     segments: np.ndarray  # [N, 2] float64, feature steps, clipped to the feature range
     labels: np.ndarray  # [N] int64
 
@@ -233,6 +236,7 @@ class FeatureDataset(Dataset):
                 shown,
             )
         self._entries = [self._entry(video) for video in usable]
+        self._check_durations(where)
         self._index = {entry.video_id: i for i, entry in enumerate(self._entries)}
 
     # ------------------------------------------------------------------ construction
@@ -259,6 +263,26 @@ class FeatureDataset(Dataset):
             )
         return names
 
+    def _check_durations(self, where: str) -> None:
+        """Stop when the store's videos are not the annotated ones (a dataset regenerated or
+        swapped under an existing store), judged by durations; warn about single outliers."""
+        off = [
+            f"{e.video_id} ({e.duration:g} s annotated, {e.stored_duration:g} s stored)"
+            for e in self._entries
+            if abs(e.duration - e.stored_duration)
+            > max(DURATION_TOLERANCE_S, DURATION_TOLERANCE * e.duration)
+        ]
+        if not off:
+            return
+        shown = ", ".join(off[:3]) + (", ..." if len(off) > 3 else "")
+        if 2 * len(off) > len(self._entries):
+            raise DatasetError(
+                f"{where}: {len(off)} of {len(self._entries)} videos have a duration in the store that "
+                f"differs from the annotations: {shown}. The store was extracted from other "
+                "videos; extract again (tal extract --overwrite) or point at the right store"
+            )
+        log.warning("%s: durations differ from the annotations for %s", where, shown)
+
     def _entry(self, video: Video) -> _Entry:
         meta = self.store.meta(video.video_id)
         timing = FeatureTiming.from_store(self.store.attrs, meta)
@@ -280,6 +304,7 @@ class FeatureDataset(Dataset):
             num_features=length,
             timing=timing,
             duration=float(duration),
+            stored_duration=float(meta["duration"]),
             segments=segments[keep],
             labels=np.asarray(labels, dtype=np.int64).reshape(-1)[keep],
         )

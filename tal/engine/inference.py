@@ -101,6 +101,53 @@ def _single(feats: torch.Tensor, divisible_by: int, device: torch.device):
 
 
 @torch.no_grad()
+def predict_video(
+    model: torch.nn.Module,
+    video_id: str,
+    feats: torch.Tensor,
+    timing,
+    duration: float | None,
+    label_names: Sequence[str],
+    divisible_by: int,
+    device: torch.device,
+    partner: str = "self",
+    bank: PartnerBank | None = None,
+    post: PostprocessSettings = PostprocessSettings(),
+    uses_partner: bool = True,
+) -> list[tuple[str, str, float, float, float]]:
+    """Detection rows (``Detections.from_rows``) of one video's ``[C, T]`` features."""
+    model.eval()
+    batch, masks = _single(feats, divisible_by, device)
+    if not uses_partner:
+        out = model(batch, masks)
+    elif partner == "self":
+        out = model(batch, masks, batch, masks)
+    elif partner == "bank":
+        if bank is None:
+            raise ValueError("inference partner 'bank' needs a partner bank in the model")
+        k = bank.nearest(feats, exclude=video_id)
+        out = model(batch, masks, *_single(bank.feats[k], divisible_by, device))
+    else:
+        raise ValueError(f"inference partner {partner!r}: expected self or bank")
+    segs, scores, labels = decode_video(
+        [x[0] for x in out["cls_logits"]],
+        [x[0] for x in out["offsets"]],
+        [x[0] for x in out["masks"]],
+        out["strides"],
+        score_threshold=post.score_threshold,
+        pre_nms_topk=post.pre_nms_topk,
+    )
+    segs, scores, labels = soft_nms(
+        segs,
+        scores,
+        labels,
+        sigma=post.nms_sigma,
+        min_score=post.min_score,
+        max_detections=post.max_detections,
+    )
+    return to_seconds_rows(video_id, segs, scores, labels, timing, duration, list(label_names))
+
+
 def predict(
     model: torch.nn.Module,
     dataset: FeatureDataset,
@@ -113,41 +160,13 @@ def predict(
     uses_partner: bool = True,
 ) -> Detections:
     """Detections of every video of ``dataset`` (never cropped), in seconds."""
-    model.eval()
     rows = []
     for i in range(len(dataset)):
         item = dataset[i]
-        feats, masks = _single(item.feats, divisible_by, device)
-        if not uses_partner:
-            out = model(feats, masks)
-        elif partner == "self":
-            out = model(feats, masks, feats, masks)
-        elif partner == "bank":
-            if bank is None:
-                raise ValueError("inference partner 'bank' needs a partner bank in the model")
-            k = bank.nearest(item.feats, exclude=item.video_id)
-            out = model(feats, masks, *_single(bank.feats[k], divisible_by, device))
-        else:
-            raise ValueError(f"inference partner {partner!r}: expected self or bank")
-        segs, scores, labels = decode_video(
-            [x[0] for x in out["cls_logits"]],
-            [x[0] for x in out["offsets"]],
-            [x[0] for x in out["masks"]],
-            out["strides"],
-            score_threshold=post.score_threshold,
-            pre_nms_topk=post.pre_nms_topk,
-        )
-        segs, scores, labels = soft_nms(
-            segs,
-            scores,
-            labels,
-            sigma=post.nms_sigma,
-            min_score=post.min_score,
-            max_detections=post.max_detections,
-        )
-        rows += to_seconds_rows(
-            item.video_id, segs, scores, labels, item.timing, item.duration, list(label_names)
-        )
+        rows += predict_video(
+            model, item.video_id, item.feats, item.timing, item.duration, label_names,
+            divisible_by, device, partner=partner, bank=bank, post=post, uses_partner=uses_partner,
+        )  # fmt: skip
     return Detections.from_rows(rows)
 
 

@@ -8,7 +8,7 @@ loss scale does not jump with the number of actions in a batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +96,9 @@ class LocalizationLoss(nn.Module):
         self.normalizer_momentum = normalizer_momentum
         self.regression_ranges = None if regression_ranges is None else list(regression_ranges)
         self.register_buffer("normalizer", torch.zeros((), dtype=torch.float64))
+        # data parallel: turns this rank's positive count into the count over all ranks, so
+        # that the normaliser is the one a single process would have on the global batch
+        self.reduce_count: Callable[[float], float] | None = None
 
     def _update_normalizer(self, num_pos: float) -> float:
         count = max(num_pos, 1.0)
@@ -137,7 +140,9 @@ class LocalizationLoss(nn.Module):
         cls_t, reg_t, pos = self.targets(outputs, gt_segments, gt_labels)
         pos = pos & valid
         num_pos = float(pos.sum())
-        norm = self._update_normalizer(num_pos)
+        norm = self._update_normalizer(
+            self.reduce_count(num_pos) if self.reduce_count is not None else num_pos
+        )
 
         cls_target = cls_t[valid]
         if self.label_smoothing > 0:

@@ -1,4 +1,4 @@
-"""The single-process training loop of the localizer (plain PyTorch; Ray Train wraps it later).
+"""The training loop of the localizer: plain PyTorch, one process or data parallel.
 
 Every epoch walks the cross-video pairs: with inter-video attention on, the two videos of a
 pair go through the model together and both get losses; with it off (the ActionFormer-style
@@ -7,6 +7,11 @@ same data. AdamW with linear warm-up and cosine decay per step, gradient clippin
 the weights (evaluated and saved), sigmoid focal + DIoU losses with centre sampling, mixed
 precision on GPU, a checkpoint after every epoch (resumable), evaluation with the project's
 evaluator every ``training.eval_every`` epochs and after the last.
+
+Under a process group (Ray Train or torchrun set it up; this module never imports them) the
+model is wrapped in DDP, each rank takes its share of every global batch
+(``ShardedBatchSampler``), the loss normaliser counts the positives of all ranks, and rank 0
+evaluates, saves and writes: a run on N workers takes the same steps as on one.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from tal.config import ExperimentConfig, config_from_dict, dump_config
 from tal.data.annotations import AnnotationSet, load_annotations
 from tal.data.dataset import FeatureDataset, PairDataset, collate_pairs, open_store
 from tal.data.predictions import Detections, write_predictions
+from tal.data.sampler import ShardedBatchSampler
 from tal.engine.checkpoint import load_checkpoint, save_checkpoint
+from tal.engine.distributed import DistContext
 from tal.engine.ema import ModelEMA
 from tal.engine.inference import PartnerBank, PostprocessSettings, predict
 from tal.engine.losses import LocalizationLoss
@@ -139,15 +146,19 @@ class Trainer:
         data: TrainData,
         output_dir: str | os.PathLike[str],
         log: Callable[[str], None] | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.config, self.data = config, data
         self.output_dir = Path(output_dir)
         self.say = log or logger.info
+        self.dist = DistContext.current()
         seed_everything(config.seed)
-        try:
-            self.device = pick_device("cuda" if config.training.use_gpu else "cpu")
-        except RuntimeError as exc:
-            raise RuntimeError(f"training.use_gpu is true: {exc}") from None
+        if device is None:
+            try:
+                device = pick_device("cuda" if config.training.use_gpu else "cpu")
+            except RuntimeError as exc:
+                raise RuntimeError(f"training.use_gpu is true: {exc}") from None
+        self.device = device
         self.divisible_by = Localizer.divisible_by(config.model)
         num_classes = len(data.label_names)
         self.model = build_model(config, data.in_dim, num_classes).to(self.device)
@@ -156,8 +167,20 @@ class Trainer:
         self.criterion = LocalizationLoss(
             num_classes, center_radius=t.center_radius, reg_weight=t.reg_weight
         )
+        # what runs forward and backward: the model itself, or its DDP wrapper, which
+        # averages gradients over the ranks during backward
+        self.network: torch.nn.Module = self.model
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
+            self.criterion.reduce_count = lambda n: self.dist.sum([n], self.device)[0]
+        self.sampler = ShardedBatchSampler(
+            len(data.pairs), t.batch_size, self.dist.rank, self.dist.world_size, config.seed
+        )
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, t.weight_decay), lr=t.lr)
-        self.steps_per_epoch = max(1, -(-len(data.pairs) // t.batch_size))
+        self.steps_per_epoch = len(self.sampler)
         self.scheduler = warmup_cosine(
             self.optimizer, t.warmup_epochs * self.steps_per_epoch, t.epochs * self.steps_per_epoch
         )
@@ -169,15 +192,13 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
 
     def loader(self, epoch: int) -> DataLoader:
+        """This rank's share of each global batch of pairs in ``epoch``."""
         self.data.train.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
+        self.sampler.set_epoch(epoch)
         return DataLoader(
             self.data.pairs,
-            batch_size=self.config.training.batch_size,
-            shuffle=True,
-            generator=generator,
+            batch_sampler=self.sampler,
             collate_fn=partial(collate_pairs, divisible_by=self.divisible_by),
-            drop_last=False,
         )
 
     def step(self, batch_a: dict, batch_b: dict) -> dict[str, float]:
@@ -185,23 +206,23 @@ class Trainer:
         dev = self.device
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
             if uses_partner(self.config):
-                out = self.model(
+                out = self.network(
                     batch_a["feats"].to(dev),
                     batch_a["masks"].to(dev),
                     batch_b["feats"].to(dev),
                     batch_b["masks"].to(dev),
                 )
-                la = self.criterion(out, _to(batch_a["segments"], dev), _to(batch_a["labels"], dev))
-                lb = self.criterion(
-                    out["partner"], _to(batch_b["segments"], dev), _to(batch_b["labels"], dev)
-                )
-                losses = {k: (la[k] + lb[k]) / 2 for k in ("loss", "cls_loss", "reg_loss")}
+                segs = batch_a["segments"] + batch_b["segments"]
+                labels = batch_a["labels"] + batch_b["labels"]
+                losses = self.criterion(_join_streams(out), _to(segs, dev), _to(labels, dev))
             else:
                 feats, masks, segs, labels = _stack_pair(batch_a, batch_b)
-                out = self.model(feats.to(dev), masks.to(dev))
+                out = self.network(feats.to(dev), masks.to(dev))
                 losses = self.criterion(out, _to(segs, dev), _to(labels, dev))
         self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        # each rank's loss is its share of the global batch's sum over the global normaliser;
+        # DDP averages gradients, so scale by the world size to get the gradient of the total
+        (losses["loss"] * self.dist.world_size).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.config.training.grad_clip
         )
@@ -213,8 +234,9 @@ class Trainer:
         }
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the pairs; mean losses, learning rate and samples per second."""
-        self.model.train()
+        """One pass over the pairs; mean losses, learning rate and samples (videos) per
+        second, over all ranks."""
+        self.network.train()
         sums: dict[str, float] = {}
         batches, samples = 0, 0
         start = time.perf_counter()
@@ -224,6 +246,11 @@ class Trainer:
             batches += 1
             samples += 2 * len(batch_a["video_ids"])
         seconds = time.perf_counter() - start
+        # the losses of one step add up over the ranks; the gradient norm is the same on all
+        keys = [k for k in sums if k != "grad_norm"]
+        totals = self.dist.sum([sums[k] for k in keys] + [float(samples)], self.device)
+        sums.update(zip(keys, totals[:-1], strict=True))
+        samples = int(totals[-1])
         row = {k: v / max(batches, 1) for k, v in sums.items()}
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["samples_per_second"] = samples / seconds if seconds > 0 else 0.0
@@ -300,24 +327,35 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
 
-    def fit(self) -> dict[str, Any]:
-        """Train from ``self.epoch`` to ``training.epochs``; returns the final metrics."""
+    def fit(self, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+        """Train from ``self.epoch`` to ``training.epochs``; returns the final metrics.
+
+        Rank 0 evaluates, saves the checkpoint after every epoch and writes the outputs; every
+        rank then calls ``on_epoch(row, checkpoint)`` (the path on rank 0, else None), which
+        is where a launcher reports progress. Other ranks return ``{"history": ...}``.
+        """
         t = self.config.training
+        main = self.dist.is_main
         ckpt = self.output_dir / "checkpoint.pt"
         result: DetectionResult | None = None
         detections: Detections | None = None
         start = time.perf_counter()
         for epoch in range(self.epoch + 1, t.epochs + 1):
             row: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
-            if epoch % t.eval_every == 0 or epoch == t.epochs:
+            if main and (epoch % t.eval_every == 0 or epoch == t.epochs):
                 result, detections = self.evaluate()
                 row["val_average_mAP"] = result.average_mAP
                 for tiou, value in zip(result.tiou, result.mAP, strict=True):
                     row[f"val_mAP_{tiou:.2f}"] = value
             self.epoch = epoch
             self.history.append(row)
-            save_checkpoint(self.state(), ckpt)
-            self.say(_epoch_line(row, t.epochs))
+            if main:
+                save_checkpoint(self.state(), ckpt)
+                self.say(_epoch_line(row, t.epochs))
+            if on_epoch is not None:
+                on_epoch(row, ckpt if main else None)
+        if not main:
+            return {"history": self.history}
         if result is None or detections is None:  # resumed after the last epoch
             result, detections = self.evaluate()
         write_predictions(detections, self.output_dir / "predictions.json")
@@ -334,6 +372,9 @@ class Trainer:
         }
         (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         return metrics
+
+
+EpochCallback = Callable[[dict[str, Any], Path | None], None]
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
@@ -359,9 +400,56 @@ def _stack_pair(a: dict, b: dict):
     return feats, masks, a["segments"] + b["segments"], a["labels"] + b["labels"]
 
 
+def _join_streams(out: dict) -> dict:
+    """A paired model's outputs for both videos as one batch, so that the loss (and its
+    normaliser) sees each step once, as for single-video models."""
+    partner = out["partner"]
+    joined = {
+        key: [torch.cat([x, y]) for x, y in zip(out[key], partner[key], strict=True)]
+        for key in ("cls_logits", "offsets", "masks")
+    }
+    return joined | {"strides": out["strides"]}
+
+
 def _plain(value: Any) -> Any:
     """Store attributes as plain JSON data (safe for ``weights_only`` loading)."""
     return json.loads(json.dumps(value, default=str))
+
+
+def prepare_trainer(
+    config: ExperimentConfig,
+    annotations: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    pairs: str | os.PathLike[str] | None,
+    output_dir: str | os.PathLike[str],
+    log: Callable[[str], None] | None = None,
+    device: torch.device | None = None,
+) -> Trainer:
+    """Data and a fresh Trainer for ``config``; reports what was left out."""
+    say = log or logger.info
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(config))
+    data = load_data(config, annotations, store, pairs)
+    for note in data.notes:
+        say(note)
+    if data.train.missing or data.val.missing:
+        say(
+            f"not in the feature store (left out): {len(data.train.missing)} training, "
+            f"{len(data.val.missing)} {config.evaluation.subset} videos"
+        )
+    trainer = Trainer(config, data, out, log=say, device=device)
+    say(
+        f"training {config.model.name} (intra {config.model.intra_attention}, inter "
+        f"{config.model.inter_attention}) on {len(data.train)} videos / {len(data.pairs)} pairs, "
+        f"{data.in_dim}-d features, {len(data.label_names)} classes, device {trainer.device}"
+        + (
+            f", rank {trainer.dist.rank} of {trainer.dist.world_size}"
+            if trainer.dist.active
+            else ""
+        )
+    )
+    return trainer
 
 
 def train_localizer(
@@ -375,27 +463,11 @@ def train_localizer(
 ) -> dict[str, Any]:
     """Train as ``config`` says; leaves OUTPUT_DIR/checkpoint.pt, metrics.json, predictions."""
     say = log or logger.info
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(config))
-    data = load_data(config, annotations, store, pairs)
-    for note in data.notes:
-        say(note)
-    if data.train.missing or data.val.missing:
-        say(
-            f"not in the feature store (left out): {len(data.train.missing)} training, "
-            f"{len(data.val.missing)} {config.evaluation.subset} videos"
-        )
-    trainer = Trainer(config, data, out, log=say)
-    ckpt = out / "checkpoint.pt"
+    trainer = prepare_trainer(config, annotations, store, pairs, output_dir, log=say)
+    ckpt = Path(output_dir) / "checkpoint.pt"
     if resume and ckpt.is_file():
         trainer.load_state(load_checkpoint(ckpt))
         say(f"resumed from {ckpt} after epoch {trainer.epoch}")
-    say(
-        f"training {config.model.name} (intra {config.model.intra_attention}, inter "
-        f"{config.model.inter_attention}) on {len(data.train)} videos / {len(data.pairs)} pairs, "
-        f"{data.in_dim}-d features, {len(data.label_names)} classes, device {trainer.device}"
-    )
     return trainer.fit()
 
 

@@ -48,6 +48,9 @@ class DetectionResult:
     num_predictions: int = 0
     ignored_labels: dict[str, int] = field(default_factory=dict)
     """Prediction labels absent from the ground truth subset, with counts (not evaluated)."""
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """With ``curves=True``: per class, ``(precision, recall)`` arrays ``[T, N]`` along the
+    class's predictions in evaluation order (for precision-recall figures)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -191,6 +194,7 @@ def evaluate_detection(
     predictions: Detections,
     subset: str = "validation",
     tiou_thresholds: Sequence[float] = THUMOS14_TIOU,
+    curves: bool = False,
 ) -> DetectionResult:
     """mAP of ``predictions`` against the ``subset`` videos of ``ground_truth``.
 
@@ -258,12 +262,17 @@ def evaluate_detection(
 
     npos = np.bincount(gc, minlength=len(class_index))
     ap = np.zeros((len(thresholds), len(class_index)))
+    names = {c: name for name, c in class_index.items()}
+    pr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for c, (lo, hi) in enumerate(itertools.pairwise(cls_bounds)):  # one iteration per class
         if hi == lo:
             continue  # no prediction of this class: AP 0
         tp_cum = np.cumsum(tp[:, lo:hi], axis=1, dtype=np.float64)
         fp_cum = np.arange(1, hi - lo + 1, dtype=np.float64) - tp_cum
-        ap[:, c] = interpolated_ap(tp_cum / (tp_cum + fp_cum), tp_cum / float(npos[c]))
+        precision, recall = tp_cum / (tp_cum + fp_cum), tp_cum / float(npos[c])
+        ap[:, c] = interpolated_ap(precision, recall)
+        if curves:
+            pr[names[c]] = (precision, recall)
     m_ap = ap.mean(axis=1)
     per_class = {name: ap[:, class_index[name]].tolist() for name in sorted(class_index)}
     return DetectionResult(
@@ -274,4 +283,5 @@ def evaluate_detection(
         num_ground_truth=len(gv),
         num_predictions=int(known.sum()),
         ignored_labels=ignored,
+        curves=pr,
     )

@@ -124,6 +124,32 @@ def test_rerun_skips_complete_videos_and_overwrite_is_bit_identical(two_worker_s
         assert np.array_equal(before[vid], after[vid]), vid
 
 
+def test_changed_file_is_extracted_again_and_a_touched_one_is_not(videos, tmp_path, ray_local):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    a, b, c = sorted(videos.glob("synth_*.mp4"))[:3]
+    for path in (a, b, c):
+        shutil.copy(path, folder)
+    store = tmp_path / "features.zarr"
+    assert run_extraction(folder, store, _features(), workers=1, log=_quiet).done == 3
+    first = _arrays(store)
+    stat = (folder / a.name).stat()
+    os.utime(folder / a.name, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same bytes
+    shutil.copy(c, folder / b.name)  # b's file now holds c's video
+    logs: list[str] = []
+    again = run_extraction(folder, store, _features(), workers=1, log=logs.append)
+    assert (again.done, again.skipped) == (1, 2)
+    assert [m for m in logs if "changed since" in m] == [
+        f"{folder / b.name} changed since it was extracted: extracting it again"
+    ]
+    after = _arrays(store)
+    np.testing.assert_array_equal(after[a.stem], first[a.stem])
+    np.testing.assert_allclose(after[b.stem], first[c.stem], rtol=1e-5, atol=1e-5)
+    meta = FeatureStore.open(store).meta(b.stem)
+    assert meta["source_sha256"] == FeatureStore.open(store).meta(c.stem)["source_sha256"]
+    assert meta["source_bytes"] == c.stat().st_size
+
+
 def test_one_worker_matches_two_workers(two_worker_store, videos, tmp_path):
     store, _ = two_worker_store
     one = run_extraction(videos, tmp_path / "one.zarr", _features(), workers=1, log=_quiet)

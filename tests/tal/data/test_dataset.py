@@ -128,6 +128,22 @@ def test_no_usable_videos_names_store_annotations_and_subsets(tmp_path, annotati
         _dataset(empty, only_v3, labels, "test")
 
 
+def test_store_of_other_videos_is_refused_and_an_outlier_warned(store, annotations, labels, caplog):
+    shifted = {vid: {**info, "duration": info["duration"] + 10} for vid, info in DATABASE.items()}
+    other = parse_annotations({"database": shifted}, source="regenerated.json")
+    with pytest.raises(
+        DatasetError,
+        match=r"regenerated\.json.*3 of 3 videos have a duration in the store that differs.*"
+        r"v1 \(13\.34 s annotated, 3\.33333 s stored\).*tal extract --overwrite",
+    ):
+        _dataset(store, other, labels)
+    one_off = {**DATABASE, "v2": {**DATABASE["v2"], "duration": 30.0}}
+    with caplog.at_level(logging.WARNING, logger="tal.data.dataset"):
+        ds = _dataset(store, parse_annotations({"database": one_off}, source="a.json"), labels)
+    assert len(ds) == 3  # one outlier is only warned about
+    assert any("v2 (30 s annotated, 13.3333 s stored)" in r.getMessage() for r in caplog.records)
+
+
 def test_store_given_as_path_and_modality_selection(store, annotations, labels):
     ds = _dataset(store.location, annotations, labels, modalities="rgb")
     item = ds[0]

@@ -105,3 +105,23 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     torch.save({"model": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="other.pt: not a tal checkpoint, missing"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_paired_step_evaluates_the_loss_once_over_both_videos(toy_store, tmp_path):
+    """The loss normaliser moves once per step, with the positives of both videos."""
+    from tal.engine.trainer import Trainer, load_data
+
+    _, ann, store = toy_store
+    config = _config()
+    trainer = Trainer(config, load_data(config, ann, store, None), tmp_path, log=lambda _m: None)
+    seen: list[float] = []
+    trainer.criterion.register_forward_hook(lambda _mod, _args, out: seen.append(out["num_pos"]))
+    batch_a, batch_b = next(iter(trainer.loader(0)))
+    trainer.step(batch_a, batch_b)
+    assert len(seen) == 1
+    positives = 0.0  # first update: the normaliser is the count itself
+    for batch in (batch_a, batch_b):
+        out = trainer.model(batch["feats"], batch["masks"])
+        _, _, pos = trainer.criterion.targets(out, batch["segments"], batch["labels"])
+        positives += float((pos & torch.cat(out["masks"], 1).bool()).sum())
+    assert positives > 0 and float(trainer.criterion.normalizer) == positives

@@ -1,0 +1,148 @@
+"""The MLflow model registry: log a trained localizer, register it, keep ``champion`` on the best.
+
+A model is logged with ``mlflow.pytorch`` as a pickled ``PackagedLocalizer`` (weights, config,
+label map, feature timing and partner bank together), so ``mlflow.pytorch.load_model`` gives a
+module that predicts on its own. ``serialization_format="pickle"``: MLflow's default
+(torch.export) fixes input shapes, and videos differ in length. One registered model per
+dataset and method; the alias ``champion`` moves to a new version only when its validation
+average mAP beats the current champion's, and the comparison is logged with the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.tracking import client
+
+CHAMPION = "champion"
+SCORE = "val_average_mAP"
+PIP_REQUIREMENTS = ["tal-pipeline", "torch==2.13.0", "numpy"]
+
+
+@dataclass
+class Registration:
+    name: str
+    version: str
+    score: float
+    promoted: bool
+    previous_version: str | None
+    previous_score: float | None
+
+    def line(self) -> str:
+        was = (
+            f"champion was v{self.previous_version} ({self.previous_score:.4f})"
+            if self.previous_version is not None
+            else "no champion before"
+        )
+        verdict = "now champion" if self.promoted else "champion unchanged"
+        return (
+            f"registered {self.name} v{self.version} ({SCORE} {self.score:.4f}): {verdict}; {was}"
+        )
+
+
+def log_model(uri: str, run_id: str, model: Any) -> str:
+    """Log ``model`` (a PackagedLocalizer) to the run as ``model``; returns its model URI."""
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            serialization_format="pickle",
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+    return info.model_uri
+
+
+def _version_score(c, name: str, version: str) -> float:
+    mv = c.get_model_version(name, version)
+    if SCORE in (mv.tags or {}):
+        return float(mv.tags[SCORE])
+    run = c.get_run(mv.run_id)
+    return float(run.data.metrics[SCORE])
+
+
+def champion(uri: str, name: str) -> tuple[str, float] | None:
+    """``(version, score)`` of the current champion, or None."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(uri)
+    try:
+        mv = c.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return mv.version, _version_score(c, name, mv.version)
+
+
+def register(uri: str, run_id: str, model_uri: str, name: str, score: float) -> Registration:
+    """Register ``model_uri`` under ``name`` and move ``champion`` to it if it scores higher."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    c = client(uri)
+    mv = mlflow.register_model(model_uri, name, tags={SCORE: repr(float(score)), "run_id": run_id})
+    before = champion(uri, name)
+    promoted = before is None or score > before[1]
+    if promoted:
+        c.set_registered_model_alias(name, CHAMPION, mv.version)
+    result = Registration(
+        name, str(mv.version), score, promoted,
+        before[0] if before else None, before[1] if before else None,
+    )  # fmt: skip
+    c.log_dict(
+        run_id,
+        {
+            "registered_model": name,
+            "version": result.version,
+            SCORE: score,
+            "previous_champion_version": result.previous_version,
+            "previous_champion_score": result.previous_score,
+            "promoted": promoted,
+            "rule": f"champion moves only to a strictly higher {SCORE}",
+        },
+        "champion_comparison.json",
+    )
+    c.set_tag(run_id, "champion", "promoted" if promoted else "not promoted")
+    return result
+
+
+def list_versions(uri: str, name: str | None = None) -> list[dict[str, Any]]:
+    """Every registered version (of ``name``, or of all models) with score, run and aliases."""
+    c = client(uri)
+    names = [name] if name else [m.name for m in c.search_registered_models()]
+    rows = []
+    for model_name in names:
+        model = c.get_registered_model(model_name)
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        for mv in c.search_model_versions(f"name='{model_name}'"):
+            try:
+                score: float | None = _version_score(c, model_name, mv.version)
+            except (KeyError, ValueError):
+                score = None
+            rows.append({
+                "name": model_name,
+                "version": str(mv.version),
+                SCORE: score,
+                "aliases": sorted(aliases.get(str(mv.version), [])),
+                "run_id": mv.run_id,
+                "created": mv.creation_timestamp,
+            })  # fmt: skip
+    return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
+
+
+def load_packaged(model_uri: str, uri: str | None = None):
+    """A registered or logged model (``models:/NAME@champion``, ``runs:/ID/model``, ...)."""
+    import mlflow
+    import mlflow.pytorch
+
+    if uri:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    return mlflow.pytorch.load_model(model_uri, map_location="cpu")

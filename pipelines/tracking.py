@@ -1,0 +1,174 @@
+"""MLflow tracking of training runs: which store, which experiment and run, what is logged.
+
+The tracking URI comes from the config, else ``MLFLOW_TRACKING_URI``, else a SQLite file in
+the run folder (nothing to start). A server URI is checked before any work starts, so an
+unreachable server fails fast. One experiment per dataset. The driver creates the run (params,
+tags, the config file) and registers the model; rank 0 logs per-epoch metrics and the
+evaluation artifacts through ``RunLogger``; other ranks never talk to MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import PipelineInputError
+from tal.config import ExperimentConfig, dump_config
+
+CHECK_TIMEOUT_S = 5.0
+# training-loop keys -> MLflow metric names (the rest keep their names: lr, val_mAP_0.50, ...)
+METRIC_NAMES = {
+    "loss": "train_loss",
+    "cls_loss": "train_cls_loss",
+    "reg_loss": "train_reg_loss",
+    "seconds": "epoch_seconds",
+}
+
+
+class TrackingError(PipelineInputError):
+    """The tracking store cannot be used; says which URI and what to do."""
+
+
+def tracking_uri(config: ExperimentConfig) -> str:
+    """Config, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///RUN_DIR/mlflow.db`` (absolute)."""
+    uri = config.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    db = Path(config.run_dir).resolve() / "mlflow.db"
+    return f"sqlite:///{db}"
+
+
+def check_tracking(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
+    """Raise TrackingError unless the tracking store at ``uri`` can be used now."""
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as reply:
+                if reply.status != 200:
+                    raise TrackingError(f"{url} answered HTTP {reply.status}")
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"MLflow tracking server {uri} is not reachable ({reason}); start it "
+                "(`make up` starts one on 127.0.0.1:5000) or point tracking.tracking_uri / "
+                "MLFLOW_TRACKING_URI at a running one"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"tracking store {uri}: cannot create {folder} ({exc})") from None
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_name(config: ExperimentConfig) -> str:
+    return config.tracking.experiment or config.dataset
+
+
+def method_name(config: ExperimentConfig) -> str:
+    """What was trained: i2net (any attention on) or the ActionFormer-style baseline."""
+    m = config.model
+    if m.name == "i2net" and not (m.intra_attention or m.inter_attention):
+        return "actionformer"
+    return m.name
+
+
+def registered_model_name(config: ExperimentConfig) -> str:
+    return config.tracking.registered_model or f"{config.dataset}-{method_name(config)}"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config data as ``{"training.lr": "0.0005", ...}`` (MLflow params)."""
+    if isinstance(data, dict):
+        out: dict[str, str] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    text = json.dumps(data) if isinstance(data, list) else str(data)
+    return {prefix.rstrip("."): text[:6000]}
+
+
+def git_commit(folder: str | os.PathLike[str] = ".") -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def store_digest(store) -> str:
+    """sha256 of a feature store's identity attributes and its complete videos (ids, lengths
+    and source file digests): equal digests mean the same features."""
+    videos = []
+    for vid in sorted(store.completed()):
+        meta = store.meta(vid)
+        videos.append([vid, meta.get("num_features"), meta.get("source_sha256")])
+    text = json.dumps({"attrs": store.attrs, "videos": videos}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def start_run(
+    config: ExperimentConfig, uri: str, run_name: str, tags: dict[str, str]
+) -> tuple[str, str]:
+    """Create a run in the dataset's experiment with params, tags and the config file;
+    returns ``(experiment_id, run_id)``."""
+    from mlflow.entities import Param, RunTag
+
+    c = client(uri)
+    name = experiment_name(config)
+    experiment = c.get_experiment_by_name(name)
+    exp_id = experiment.experiment_id if experiment else c.create_experiment(name)
+    run = c.create_run(exp_id, run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    params = [Param(k, v) for k, v in flatten(config.to_yaml_dict()).items()]
+    for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        c.log_batch(run_id, params=params[i : i + 100])
+    c.log_batch(run_id, tags=[RunTag("mlflow.runName", run_name)])
+    c.log_text(run_id, dump_config(config), "config.yaml")
+    return exp_id, run_id
+
+
+class RunLogger:
+    """Rank 0's handle on the run: metrics per epoch, files as artifacts."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        self.uri, self.run_id = uri, run_id
+        self.client = client(uri)
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        step = int(row["epoch"])
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(METRIC_NAMES.get(k, k), float(v), now, step)
+            for k, v in row.items()
+            if k != "epoch" and isinstance(v, int | float) and math.isfinite(float(v))
+        ]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_artifact(self, path: str | os.PathLike[str], folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, os.fspath(path), folder)
+
+    def log_dict(self, data: dict, name: str) -> None:
+        self.client.log_dict(self.run_id, data, name)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)

@@ -1,0 +1,368 @@
+"""Training on Ray Train: the ``tal`` loop on data-parallel workers, tracked in MLflow, registered.
+
+    python -m pipelines.train --config configs/demo.yaml [--set k=v] [--resume]
+    tal train --config C --num-workers N [--output DIR] [--resume]
+
+``ray job submit`` runs the first form. With ``training.num_workers`` (or ``--num-workers``)
+N >= 1 a ``TorchTrainer`` runs the loop on N workers: gloo on CPU, NCCL with a GPU per worker
+(``training.use_gpu``); each worker takes its share of every global batch, so the global
+batch size stays what the config says. After every epoch rank 0 saves the checkpoint and all
+ranks report to Ray Train, which keeps the last two under ``training.storage_path/RUN``; when
+a worker dies Ray Train restarts the group from the last checkpoint (up to
+``training.max_failures`` times). N = 0 runs the same loop in this process, without Ray.
+
+Each run gets a name RUN (config name and start time) and an MLflow run; both are recorded in
+``RUN_DIR/latest_train.json``, so ``--resume`` continues the latest run in Ray Train and in
+MLflow as one history. Afterwards the driver logs the model, registers it and moves the
+``champion`` alias if it is better (``pipelines.registry``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import PipelineInputError
+from pipelines.tracking import (
+    RunLogger,
+    check_tracking,
+    client,
+    git_commit,
+    method_name,
+    registered_model_name,
+    start_run,
+    store_digest,
+    tracking_uri,
+)
+from tal.config import ExperimentConfig, config_from_dict
+
+FAULT_ENV = "TAL_TRAIN_FAULT"  # "EPOCH:RANK:MARKER": that rank SIGKILLs itself once (see below)
+LATEST = "latest_train.json"
+TIMELINE_VIDEOS = 3
+
+
+class TrainLaunchError(PipelineInputError):
+    """A training run that cannot start or continue as asked."""
+
+
+@dataclass
+class TrainOutcome:
+    metrics: dict[str, Any]
+    output: Path
+    run_name: str
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    workers: int
+    registration: Any = None  # pipelines.registry.Registration
+    model_uri: str | None = None
+
+
+# ---------------------------------------------------------------------- inside each worker
+
+
+class _LocalSession:
+    """The loop run in this process: rank 0 of 1, resumes from OUTPUT/checkpoint.pt."""
+
+    rank = 0
+
+    def __init__(self, output: Path, resume: bool) -> None:
+        self.output, self.resume = output, resume
+
+    def device(self):
+        return None  # the trainer picks from training.use_gpu
+
+    def latest_state(self) -> dict | None:
+        from tal.engine.checkpoint import load_checkpoint
+
+        ckpt = self.output / "checkpoint.pt"
+        return load_checkpoint(ckpt) if self.resume and ckpt.is_file() else None
+
+    def report(self, row: dict[str, Any], checkpoint: Path | None) -> None:
+        pass
+
+
+class _RaySession:
+    """A Ray Train worker: rank and device from Ray, checkpoints reported to Ray Train."""
+
+    def __init__(self) -> None:
+        import ray.train
+
+        self.rank = ray.train.get_context().get_world_rank()
+
+    def device(self):
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def latest_state(self) -> dict | None:
+        import ray.train
+
+        from tal.engine.checkpoint import load_checkpoint
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return load_checkpoint(Path(folder) / "checkpoint.pt")
+
+    def report(self, row: dict[str, Any], checkpoint: Path | None) -> None:
+        import ray.train
+
+        metrics = {k: v for k, v in row.items() if isinstance(v, int | float)}
+        if checkpoint is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="tal-ckpt-") as folder:
+            shutil.copy2(checkpoint, Path(folder) / "checkpoint.pt")
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _maybe_fault(epoch: int, rank: int) -> None:
+    """Operations hook (and what the fault-tolerance test uses): with TAL_TRAIN_FAULT set to
+    ``EPOCH:RANK:MARKER``, that rank kills its own process with SIGKILL after reporting that
+    epoch, once (the marker file records that it happened)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    at_epoch, at_rank, marker = spec.split(":", 2)
+    if epoch == int(at_epoch) and rank == int(at_rank) and not os.path.exists(marker):
+        Path(marker).write_text(f"killed rank {rank} after epoch {epoch}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_loop(cfg: dict[str, Any]) -> dict[str, Any]:
+    """One worker's training (Ray Train calls it on every worker; N = 0 calls it here)."""
+    import torch
+
+    from tal.engine.trainer import prepare_trainer
+
+    config = config_from_dict(cfg["config"], "training run config")
+    session = _RaySession() if cfg["ray"] else _LocalSession(Path(cfg["output"]), cfg["resume"])
+    if cfg["ray"]:
+        torch.set_num_threads(config.training.cpus_per_worker)
+    main = session.rank == 0
+    output = Path(cfg["output"]) if main else Path(tempfile.mkdtemp(prefix="tal-rank-"))
+
+    def say(message: str) -> None:
+        if main:
+            print(message, flush=True)
+
+    trainer = prepare_trainer(
+        config, cfg["annotations"], cfg["store"], cfg["pairs"], output, log=say,
+        device=session.device(),
+    )  # fmt: skip
+    state = session.latest_state()
+    if state is not None:
+        trainer.load_state(state)
+        say(f"resumed after epoch {trainer.epoch} from the last checkpoint")
+    run = RunLogger(cfg["tracking_uri"], cfg["run_id"]) if main else None
+    if run is not None and state is not None:  # marks each restart in the run's history
+        run.log_epoch({"epoch": trainer.epoch, "resumed_after_epoch": trainer.epoch})
+
+    def on_epoch(row: dict[str, Any], checkpoint: Path | None) -> None:
+        if run is not None:
+            run.log_epoch(row)
+        session.report(row, checkpoint)
+        _maybe_fault(int(row["epoch"]), session.rank)
+
+    metrics = trainer.fit(on_epoch)
+    if run is not None:
+        log_evaluation(run, trainer, output)
+    return metrics
+
+
+def log_evaluation(run: RunLogger, trainer, output: Path) -> None:
+    """Predictions, metrics and figures of the final evaluation, as run artifacts."""
+    from tal.data.predictions import load_predictions
+    from tal.evaluation.detection import evaluate_detection
+    from tal.evaluation.plots import per_class_ap_figure, precision_recall_figure, timeline_figure
+
+    config = trainer.config
+    subset = config.evaluation.subset
+    detections = load_predictions(output / "predictions.json")
+    annotations = trainer.data.annotations
+    result = evaluate_detection(
+        annotations, detections, subset, config.evaluation.tiou_thresholds, curves=True
+    )
+    plots = output / "plots"
+    videos = trainer.data.val.video_ids[:TIMELINE_VIDEOS]
+    figures = [
+        timeline_figure(
+            detections, videos, trainer.data.label_names, plots / "timeline.png",
+            ground_truth=annotations.videos,
+        ),
+        per_class_ap_figure(result, plots / "per_class_ap.png"),
+        precision_recall_figure(result, plots / "precision_recall.png"),
+    ]  # fmt: skip
+    run.log_artifact(output / "predictions.json")
+    run.log_artifact(output / "metrics.json")
+    for figure in figures:
+        run.log_artifact(figure, "plots")
+
+
+# ---------------------------------------------------------------------- the driver
+
+
+def _ray_fit(loop_cfg: dict[str, Any], config: ExperimentConfig, workers: int, run_name: str):
+    """Run ``train_loop`` on ``workers`` Ray Train workers; the final state dict."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipelines.ray_env import init_ray
+    from tal.engine.checkpoint import load_checkpoint
+
+    init_ray()
+    t = config.training
+    resources = {"CPU": t.cpus_per_worker} | ({"GPU": 1} if t.use_gpu else {})
+    env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_cfg,
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=t.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_location(config),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": env} if env else None,
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise TrainLaunchError(f"Ray Train run {run_name} finished without a checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        return load_checkpoint(Path(folder) / "checkpoint.pt")
+
+
+def storage_location(config: ExperimentConfig) -> str:
+    """``training.storage_path`` as Ray Train needs it: a URL, or an absolute folder (a
+    relative one would land in the job's temporary working copy under ``ray job submit``)."""
+    path = str(config.training.storage_path)
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def _latest_file(config: ExperimentConfig) -> Path:
+    return Path(config.run_dir) / LATEST
+
+
+def run_training(
+    config: ExperimentConfig,
+    annotations: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | None = None,
+    pairs: str | os.PathLike[str] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    num_workers: int | None = None,
+    resume: bool = False,
+    register: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainOutcome:
+    """Train as ``config`` says (on Ray Train unless 0 workers), track, register."""
+    from tal.data.dataset import open_store
+    from tal.engine.checkpoint import load_checkpoint
+    from tal.engine.trainer import load_data
+
+    annotations = str(annotations or config.data.annotations)
+    store = str(store or config.features.store)
+    pairs = str(pairs or config.pairs.output) if (pairs or config.pairs.output) else None
+    output = Path(output or Path(config.run_dir) / "model").resolve()
+    workers = config.training.num_workers if num_workers is None else num_workers
+    if workers < 0:
+        raise TrainLaunchError(f"--num-workers must be >= 0, got {workers}")
+    if workers > config.training.batch_size:
+        raise TrainLaunchError(
+            f"{workers} workers but a global batch of {config.training.batch_size}: every worker "
+            "needs at least one pair per step (raise training.batch_size or use fewer workers)"
+        )
+    # everything that can be wrong with the inputs fails here, before a run exists
+    uri = tracking_uri(config)
+    check_tracking(uri)
+    data = load_data(config, annotations, store, pairs)
+    latest = _latest_file(config)
+    if resume and latest.is_file():
+        record = json.loads(latest.read_text())
+        run_name, run_id, exp_id = record["run_name"], record["run_id"], record["experiment_id"]
+        if record.get("tracking_uri") != uri:
+            raise TrainLaunchError(
+                f"{latest}: run {run_name} was tracked at {record.get('tracking_uri')}, "
+                f"not {uri}; resume with the same tracking URI"
+            )
+        log(f"resuming run {run_name} (MLflow run {run_id})")
+    else:
+        if resume:
+            log(f"nothing to resume ({latest} not found): starting a new run")
+        run_name = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        tags = {
+            "git_commit": git_commit(),
+            "dataset": config.dataset,
+            "method": method_name(config),
+            "feature_store": store,
+            "feature_store_digest": store_digest(open_store(store)),
+            "workers": str(workers),
+        }
+        exp_id, run_id = start_run(config, uri, run_name, tags)
+        latest.parent.mkdir(parents=True, exist_ok=True)
+        latest.write_text(json.dumps({
+            "run_name": run_name, "run_id": run_id, "experiment_id": exp_id,
+            "tracking_uri": uri, "output": str(output), "workers": workers,
+        }, indent=1) + "\n")  # fmt: skip
+        log(f"run {run_name}: MLflow run {run_id} in experiment {exp_id} at {uri}")
+    del data
+    loop_cfg = {
+        "config": config.to_yaml_dict(), "annotations": annotations, "store": store,
+        "pairs": pairs, "output": str(output), "tracking_uri": uri, "run_id": run_id,
+        "resume": resume, "ray": workers > 0,
+    }  # fmt: skip
+    mlflow = client(uri)
+    try:
+        if workers == 0:
+            train_loop(loop_cfg)
+            state = load_checkpoint(output / "checkpoint.pt")
+        else:
+            log(
+                f"Ray Train: {workers} workers, checkpoints in {storage_location(config)}/{run_name}"
+            )
+            state = _ray_fit(loop_cfg, config, workers, run_name)
+        metrics = dict(state["history"][-1])
+        score = float(metrics["val_average_mAP"])
+        outcome = TrainOutcome(metrics, output, run_name, run_id, exp_id, uri, workers)
+        if register:
+            from pipelines.registry import log_model
+            from pipelines.registry import register as register_model
+            from tal.engine.package import PackagedLocalizer
+
+            outcome.model_uri = log_model(
+                uri, run_id, PackagedLocalizer.from_checkpoint_state(state)
+            )
+            outcome.registration = register_model(
+                uri, run_id, outcome.model_uri, registered_model_name(config), score
+            )
+            log(outcome.registration.line())
+    except BaseException:
+        mlflow.set_terminated(run_id, "FAILED")
+        raise
+    mlflow.set_terminated(run_id, "FINISHED")
+    return outcome
+
+
+def main() -> None:
+    from pipelines.cli import run_module
+
+    run_module("train")
+
+
+if __name__ == "__main__":
+    main()

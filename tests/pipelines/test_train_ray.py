@@ -1,0 +1,134 @@
+"""Training through the launcher: Ray Train workers (gloo on CPU), MLflow tracking in a real
+SQLite store, registry and champion selection, fault tolerance."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.registry import CHAMPION, list_versions
+from pipelines.tracking import TrackingError, client
+from pipelines.train import FAULT_ENV, run_training
+from tal.config import load_config
+
+SMALL = {
+    "seed": 0, "model.embed_dim": 32, "model.num_heads": 4, "model.num_levels": 3,
+    "model.max_seq_len": 64, "model.attention_window": 5, "training.epochs": 6,
+    "training.batch_size": 4, "training.lr": 0.002, "training.warmup_epochs": 1,
+    "training.eval_every": 3, "training.ema_decay": 0.9, "pairs.per_video": 2,
+    "features.modalities": "[rgb, flow]", "dataset": "toy",
+}  # fmt: skip
+
+
+def _config(run_dir, **changes):
+    sets = {**SMALL, "run_dir": str(run_dir), **changes}
+    return load_config(None, [f"{k}={v}" for k, v in sets.items()])
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _train(toy_store, run_dir, workers, **changes):
+    _, ann, store = toy_store
+    config = _config(run_dir, **changes)
+    return run_training(config, ann, store, None, num_workers=workers, log=_quiet)
+
+
+def test_in_process_run_is_tracked_and_registered(toy_store, tmp_path):
+    outcome = _train(toy_store, tmp_path / "run", 0)
+    c = client(outcome.tracking_uri)
+    assert outcome.tracking_uri == f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
+    run = c.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    assert c.get_experiment(run.info.experiment_id).name == "toy"
+    assert run.data.params["training.epochs"] == "6" and run.data.params["model.embed_dim"] == "32"
+    tags = run.data.tags
+    assert tags["dataset"] == "toy" and tags["method"] == "i2net"
+    assert len(tags["feature_store_digest"]) == 64 and tags["git_commit"]
+    history = c.get_metric_history(outcome.run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
+    for name in ("lr", "samples_per_second", "train_cls_loss", "train_reg_loss"):
+        assert len(c.get_metric_history(outcome.run_id, name)) == 6, name
+    val = c.get_metric_history(outcome.run_id, "val_average_mAP")
+    assert [m.step for m in val] == [3, 6]
+    assert val[-1].value == pytest.approx(outcome.metrics["val_average_mAP"])
+    assert {m.step for m in c.get_metric_history(outcome.run_id, "val_mAP_0.50")} == {3, 6}
+    artifacts = {a.path for a in c.list_artifacts(outcome.run_id)}
+    assert {"config.yaml", "predictions.json", "metrics.json", "plots"} <= artifacts
+    plots = {a.path for a in c.list_artifacts(outcome.run_id, "plots")}
+    assert plots == {"plots/timeline.png", "plots/per_class_ap.png", "plots/precision_recall.png"}
+    reg = outcome.registration
+    assert reg.name == "toy-i2net" and reg.version == "1" and reg.promoted
+    assert str(c.get_model_version_by_alias("toy-i2net", CHAMPION).version) == "1"
+    local = c.download_artifacts(outcome.run_id, "champion_comparison.json", str(tmp_path))
+    comparison = json.loads(Path(local).read_text())
+    assert comparison["promoted"] is True and comparison["previous_champion_version"] is None
+
+
+def test_unreachable_tracking_server_fails_fast(toy_store, tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:9 is not reachable.*make up"):
+        _train(toy_store, tmp_path / "run", 0, **{"tracking.tracking_uri": "http://127.0.0.1:9"})
+    assert time.perf_counter() - start < 10
+    assert not (tmp_path / "run" / "model").exists()  # nothing started
+
+
+@pytest.fixture(scope="module")
+def ray_runs(toy_store, tmp_path_factory, ray_local):
+    """One run on 1 Ray Train worker and one on 2, same config and global batch, one store."""
+    root = tmp_path_factory.mktemp("ray")
+    runs = {w: _train(toy_store, root, w, **{"name": f"w{w}"}) for w in (1, 2)}
+    return root, runs
+
+
+def test_two_workers_match_one_worker(ray_runs):
+    root, runs = ray_runs
+    one, two = runs[1], runs[2]
+    assert one.workers == 1 and two.workers == 2
+    c = client(one.tracking_uri)
+    losses = {
+        w: [m.value for m in c.get_metric_history(runs[w].run_id, "train_loss")] for w in (1, 2)
+    }
+    assert len(losses[1]) == len(losses[2]) == 6
+    # the same global batches and normaliser: equal up to float summation order
+    assert losses[2] == pytest.approx(losses[1], rel=1e-3)
+    assert two.metrics["val_average_mAP"] == pytest.approx(one.metrics["val_average_mAP"], abs=0.02)
+    assert (root / "train" / two.run_name).is_dir()  # Ray Train's checkpoints, absolute path
+
+
+def test_champion_moves_only_for_a_better_model(ray_runs):
+    _, runs = ray_runs
+    first, second = runs[1].registration, runs[2].registration
+    assert (first.version, second.version) == ("1", "2") and first.promoted
+    assert second.promoted == (second.score > first.score)
+    best = "2" if second.promoted else "1"
+    rows = list_versions(runs[1].tracking_uri, "toy-i2net")
+    assert [r["aliases"] for r in rows] == [
+        [CHAMPION] if r["version"] == best else [] for r in rows
+    ]
+
+
+def test_killed_worker_resumes_from_the_last_checkpoint(
+    toy_store, tmp_path, ray_local, monkeypatch
+):
+    marker = tmp_path / "killed.txt"
+    monkeypatch.setenv(FAULT_ENV, f"3:1:{marker}")  # rank 1 SIGKILLs itself after epoch 3
+    outcome = _train(toy_store, tmp_path / "run", 2, **{"training.epochs": 5})
+    assert marker.read_text() == "killed rank 1 after epoch 3\n"
+    assert outcome.metrics["epoch"] == 5
+    c = client(outcome.tracking_uri)
+    run = c.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    experiment_runs = c.search_runs([run.info.experiment_id])
+    assert [r.info.run_id for r in experiment_runs] == [outcome.run_id]  # one run, not two
+    resumed = [m.value for m in c.get_metric_history(outcome.run_id, "resumed_after_epoch")]
+    # the restart began at the last checkpoint Ray Train had registered: epoch 3's, or epoch
+    # 2's when the worker died before the controller took in epoch 3's report
+    assert len(resumed) == 1 and resumed[0] in (2, 3)
+    steps = [m.step for m in c.get_metric_history(outcome.run_id, "train_loss")]
+    # one history: epochs 1-3 before the kill, then again from the checkpoint on
+    assert steps == [1, 2, 3, *range(int(resumed[0]) + 1, 6)]
