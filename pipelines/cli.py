@@ -499,6 +499,55 @@ def models_cmd(
         typer.echo(f"{r['name']:<28} {r['version']:>7} {score:>16}  {aliases:<9} {r['run_id']}")
 
 
+@app.command("predict")
+def predict_cmd(
+    videos: Annotated[list[Path], typer.Argument(help="video files to localize actions in")],
+    model: Annotated[
+        str, typer.Option(help="models:/NAME@champion, models:/NAME/VERSION or runs:/RUN/model")
+    ],
+    output: Annotated[Path, typer.Option(help="predictions JSON to write")],
+    plot: Annotated[
+        Path | None, typer.Option(help="timeline PNG of the detections (one panel per video)")
+    ] = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(help="ActivityNet-style JSON: ground truth drawn in the plot and scored"),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow URI (default: $MLFLOW_TRACKING_URI)")
+    ] = None,
+    min_score: Annotated[float, typer.Option(help="plot detections from this score")] = 0.2,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Decode and featurise videos as the model's features were made, then localize actions."""
+    from pipelines.predict import predict_videos
+    from pipelines.tracking import check_tracking
+    from tal.data.predictions import write_predictions
+
+    if tracking_uri:
+        check_tracking(tracking_uri)
+    result = predict_videos(model, videos, tracking_uri, device=device, log=_echo)
+    write_predictions(result.detections, output)
+    line = f"{len(result.detections)} detections for {len(result.durations)} videos -> {output}"
+    ground_truth = None
+    if annotations is not None:
+        from tal.data.annotations import load_annotations
+
+        ground_truth = load_annotations(annotations).videos
+    if plot is not None and result.durations:
+        from tal.evaluation.plots import timeline_figure
+
+        timeline_figure(
+            result.detections, list(result.durations), result.label_names, plot,
+            ground_truth=ground_truth, durations=result.durations, min_score=min_score,
+        )  # fmt: skip
+        line += f"; timeline {plot}"
+    typer.echo(line)
+    if result.failed:
+        _echo(f"{len(result.failed)} videos could not be read: {', '.join(result.failed)}")
+        raise typer.Exit(1)
+
+
 @app.command("infer")
 def infer_cmd(
     checkpoint: Annotated[Path, typer.Option(help="RUN_DIR/checkpoint.pt from `tal train`")],

@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 
 
-def init_ray(log_to_driver: bool = True) -> None:
-    """Start or join Ray once per process (a no-op when it is already initialised)."""
+def init_ray(log_to_driver: bool = True, dashboard: bool = True) -> None:
+    """Start or join Ray once per process (a no-op when it is already initialised).
+
+    A local instance gets the dashboard on 127.0.0.1 unless ``dashboard`` is False: Ray Train
+    asks its state API about the run (without it, a warning every few seconds)."""
     import ray
 
     if ray.is_initialized():
@@ -15,4 +18,9 @@ def init_ray(log_to_driver: bool = True) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()  # a cluster: no resource arguments (`ray job submit` needs that)
     else:
-        ray.init(include_dashboard=False, log_to_driver=log_to_driver, configure_logging=False)
+        ray.init(
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
+            log_to_driver=log_to_driver,
+            configure_logging=False,
+        )

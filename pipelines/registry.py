@@ -42,20 +42,23 @@ class Registration:
 
 
 def log_model(uri: str, run_id: str, model: Any) -> str:
-    """Log ``model`` (a PackagedLocalizer) to the run as ``model``; returns its model URI."""
-    import mlflow
+    """Log ``model`` (a PackagedLocalizer) to the run as ``model``; returns its artifact URI.
+
+    Saved with ``mlflow.pytorch.save_model`` and uploaded through a client bound to ``uri``:
+    MLflow's fluent API would set a process-wide tracking URI (and ``MLFLOW_TRACKING_URI``),
+    and a later run in the same process would then log to this store."""
+    import tempfile
+
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            serialization_format="pickle",
-            pip_requirements=PIP_REQUIREMENTS,
+    c = client(uri)
+    with tempfile.TemporaryDirectory(prefix="tal-model-") as folder:
+        path = f"{folder}/model"
+        mlflow.pytorch.save_model(
+            model, path, serialization_format="pickle", pip_requirements=PIP_REQUIREMENTS
         )
-    return info.model_uri
+        c.log_artifacts(run_id, path, "model")
+    return f"{c.get_run(run_id).info.artifact_uri}/model"
 
 
 def _version_score(c, name: str, version: str) -> float:
@@ -80,13 +83,17 @@ def champion(uri: str, name: str) -> tuple[str, float] | None:
 
 def register(uri: str, run_id: str, model_uri: str, name: str, score: float) -> Registration:
     """Register ``model_uri`` under ``name`` and move ``champion`` to it if it scores higher."""
-    import mlflow
+    from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     c = client(uri)
-    mv = mlflow.register_model(model_uri, name, tags={SCORE: repr(float(score)), "run_id": run_id})
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(name)
     before = champion(uri, name)
+    mv = c.create_model_version(
+        name, model_uri, run_id=run_id, tags={SCORE: repr(float(score)), "run_id": run_id}
+    )
     promoted = before is None or score > before[1]
     if promoted:
         c.set_registered_model_alias(name, CHAMPION, mv.version)
@@ -139,10 +146,24 @@ def list_versions(uri: str, name: str | None = None) -> list[dict[str, Any]]:
 
 def load_packaged(model_uri: str, uri: str | None = None):
     """A registered or logged model (``models:/NAME@champion``, ``runs:/ID/model``, ...)."""
-    import mlflow
     import mlflow.pytorch
 
-    if uri:
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
+    if uri and model_uri.startswith(("models:/", "runs:/")):
+        # resolve through a client bound to ``uri`` rather than the process-wide setting
+        model_uri = _source_of(model_uri, uri)
     return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+
+
+def _source_of(model_uri: str, uri: str) -> str:
+    """The artifact location behind ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or
+    ``runs:/RUN/PATH`` in the store at ``uri``."""
+    c = client(uri)
+    if model_uri.startswith("runs:/"):
+        run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
+        return f"{c.get_run(run_id).info.artifact_uri}/{path}"
+    ref = model_uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return c.get_model_version_by_alias(name, alias).source
+    name, _, version = ref.partition("/")
+    return c.get_model_version(name, version).source

@@ -69,6 +69,14 @@ def check_tracking(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
             raise TrackingError(f"tracking store {uri}: cannot create {folder} ({exc})") from None
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a SQLite store (``mlartifacts/``; MLflow's
+    own default is the working directory), else wherever the server says (None)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
+
+
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -133,7 +141,10 @@ def start_run(
     c = client(uri)
     name = experiment_name(config)
     experiment = c.get_experiment_by_name(name)
-    exp_id = experiment.experiment_id if experiment else c.create_experiment(name)
+    if experiment is None:
+        exp_id = c.create_experiment(name, artifact_location=artifact_location(uri))
+    else:
+        exp_id = experiment.experiment_id
     run = c.create_run(exp_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     params = [Param(k, v) for k, v in flatten(config.to_yaml_dict()).items()]

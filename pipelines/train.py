@@ -20,9 +20,11 @@ MLflow as one history. Afterwards the driver logs the model, registers it and mo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -47,6 +49,7 @@ from tal.config import ExperimentConfig, config_from_dict
 FAULT_ENV = "TAL_TRAIN_FAULT"  # "EPOCH:RANK:MARKER": that rank SIGKILLs itself once (see below)
 LATEST = "latest_train.json"
 TIMELINE_VIDEOS = 3
+REPORT_POLL_S = 0.2
 
 
 class TrainLaunchError(PipelineInputError):
@@ -89,6 +92,9 @@ class _LocalSession:
     def report(self, row: dict[str, Any], checkpoint: Path | None) -> None:
         pass
 
+    def say(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)  # progress on stderr, as every tal command
+
 
 class _RaySession:
     """A Ray Train worker: rank and device from Ray, checkpoints reported to Ray Train."""
@@ -97,6 +103,17 @@ class _RaySession:
         import ray.train
 
         self.rank = ray.train.get_context().get_world_rank()
+        try:  # Ray Train logs every report at INFO under its file's name: one line per epoch
+            from ray.train.v2._internal.execution import context
+
+            logging.getLogger(context.__file__).setLevel(logging.WARNING)
+        except ImportError:
+            pass
+
+    def say(self, message: str) -> None:
+        # Ray Train sends a worker's log records to the driver's console (print would show
+        # twice: Ray Train's print patch logs it and the stream is forwarded as well)
+        logging.getLogger("tal.train").info(message)
 
     def device(self):
         import ray.train.torch
@@ -121,9 +138,18 @@ class _RaySession:
         if checkpoint is None:
             ray.train.report(metrics)
             return
-        with tempfile.TemporaryDirectory(prefix="tal-ckpt-") as folder:
-            shutil.copy2(checkpoint, Path(folder) / "checkpoint.pt")
+        # a folder beside the checkpoint, so that a hard link (not a copy) puts it there;
+        # Ray Train then copies it once into its storage
+        with tempfile.TemporaryDirectory(prefix=".report-", dir=checkpoint.parent) as folder:
+            _link_or_copy(checkpoint, Path(folder) / "checkpoint.pt")
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _maybe_fault(epoch: int, rank: int) -> None:
@@ -154,7 +180,7 @@ def train_loop(cfg: dict[str, Any]) -> dict[str, Any]:
 
     def say(message: str) -> None:
         if main:
-            print(message, flush=True)
+            session.say(message)
 
     trainer = prepare_trainer(
         config, cfg["annotations"], cfg["store"], cfg["pairs"], output, log=say,
@@ -214,13 +240,16 @@ def log_evaluation(run: RunLogger, trainer, output: Path) -> None:
 
 def _ray_fit(loop_cfg: dict[str, Any], config: ExperimentConfig, workers: int, run_name: str):
     """Run ``train_loop`` on ``workers`` Ray Train workers; the final state dict."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipelines.ray_env import init_ray
     from tal.engine.checkpoint import load_checkpoint
 
     init_ray()
+    # the controller takes in one report per health check (2 s by default) and a worker
+    # waits for its previous report to be taken: short epochs would wait on it
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(REPORT_POLL_S))
     t = config.training
     resources = {"CPU": t.cpus_per_worker} | ({"GPU": 1} if t.use_gpu else {})
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
@@ -237,6 +266,7 @@ def _ray_fit(loop_cfg: dict[str, Any], config: ExperimentConfig, workers: int, r
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             worker_runtime_env={"env_vars": env} if env else None,
+            logging_config=LoggingConfig(log_level="WARNING"),  # not a line per report
         ),
     )
     result = trainer.fit()
@@ -251,8 +281,13 @@ def _ray_fit(loop_cfg: dict[str, Any], config: ExperimentConfig, workers: int, r
 def storage_location(config: ExperimentConfig) -> str:
     """``training.storage_path`` as Ray Train needs it: a URL, or an absolute folder (a
     relative one would land in the job's temporary working copy under ``ray job submit``)."""
-    path = str(config.training.storage_path)
-    return path if "://" in path else str(Path(path).resolve())
+    return _absolute(str(config.training.storage_path))
+
+
+def _absolute(location: str | os.PathLike[str]) -> str:
+    """A local path made absolute; a URL (``s3://...``) as it is."""
+    text = os.fspath(location)
+    return text if "://" in text else str(Path(text).resolve())
 
 
 def _latest_file(config: ExperimentConfig) -> Path:
@@ -275,9 +310,10 @@ def run_training(
     from tal.engine.checkpoint import load_checkpoint
     from tal.engine.trainer import load_data
 
-    annotations = str(annotations or config.data.annotations)
-    store = str(store or config.features.store)
-    pairs = str(pairs or config.pairs.output) if (pairs or config.pairs.output) else None
+    # workers run elsewhere (another directory, another node): hand them absolute paths
+    annotations = _absolute(annotations or config.data.annotations)
+    store = _absolute(store or config.features.store)
+    pairs = _absolute(pairs or config.pairs.output) if (pairs or config.pairs.output) else None
     output = Path(output or Path(config.run_dir) / "model").resolve()
     workers = config.training.num_workers if num_workers is None else num_workers
     if workers < 0:

@@ -10,7 +10,7 @@ from tal.data.predictions import load_predictions
 SMALL = [
     "--set", "model.embed_dim=32", "--set", "model.num_heads=4", "--set", "model.num_levels=3",
     "--set", "model.max_seq_len=64", "--set", "model.attention_window=5",
-    "--set", "training.epochs=3", "--set", "training.eval_every=3",
+    "--set", "training.epochs=3", "--set", "training.eval_every=3", "--num-workers", "0",
 ]  # fmt: skip
 
 
@@ -18,12 +18,16 @@ def test_train_then_infer(toy_store, tmp_path, capsys):
     _, ann, store = toy_store
     out = tmp_path / "run"
     code = run(["train", "--annotations", str(ann), "--store", str(store), "--pairs",
-                str(tmp_path / "absent.parquet"), "--output", str(out), *SMALL])  # fmt: skip
+                str(tmp_path / "absent.parquet"), "--output", str(out), *SMALL,
+                "--set", f"run_dir={tmp_path}"])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "pairs built in memory" in captured.err and "epoch 3/3" in captured.err
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"average {metrics['average_mAP']:.4f} after 3 epochs" in captured.out
+    assert f"MLflow run {json.loads((tmp_path / 'latest_train.json').read_text())['run_id']}" in (
+        captured.out
+    )
     assert (out / "checkpoint.pt").is_file() and (out / "config.yaml").is_file()
 
     pred = tmp_path / "pred.json"
@@ -41,8 +45,9 @@ def test_bad_inputs_exit_2(toy_store, tmp_path, capsys):
     code = run(["infer", "--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path / "p.json")])  # fmt: skip
     assert code == 2 and "none.pt: checkpoint not found" in capsys.readouterr().err
     code = run(["train", "--annotations", str(ann), "--store", str(tmp_path / "nostore.zarr"),
-                "--output", str(tmp_path / "r"), *SMALL])  # fmt: skip
+                "--output", str(tmp_path / "r"), *SMALL, "--set", f"run_dir={tmp_path}"])  # fmt: skip
     assert code == 2 and "nostore.zarr" in capsys.readouterr().err
     code = run(["train", "--annotations", str(ann), "--store", str(store), "--output",
-                str(tmp_path / "r"), *SMALL, "--set", "model.max_seq_len=62"])  # fmt: skip
+                str(tmp_path / "r"), *SMALL, "--set", "model.max_seq_len=62",
+                "--set", f"run_dir={tmp_path}"])  # fmt: skip
     assert code == 2 and "max_seq_len" in capsys.readouterr().err

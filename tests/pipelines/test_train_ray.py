@@ -4,6 +4,9 @@ SQLite store, registry and champion selection, fault tolerance."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +72,40 @@ def test_in_process_run_is_tracked_and_registered(toy_store, tmp_path):
     assert comparison["promoted"] is True and comparison["previous_champion_version"] is None
 
 
+FRESH_PROCESS = """
+import json, sys
+import mlflow.pytorch
+from tal.data.annotations import LabelMap, load_annotations
+from tal.data.dataset import FeatureDataset
+model = mlflow.pytorch.load_model(sys.argv[1])
+ann = load_annotations(sys.argv[2])
+data = FeatureDataset(sys.argv[3], ann, ["validation"], LabelMap(model.label_names))
+d = model.predict_dataset(data)
+print(json.dumps([d.video_ids.tolist(), d.labels.tolist(), d.start.tolist(), d.end.tolist(),
+                  d.score.tolist()]))
+"""
+
+
+def test_registered_model_loads_alone_and_predicts_as_the_checkpoint(toy_store, tmp_path):
+    from tal.engine.inference import infer_from_checkpoint
+
+    _, ann, store = toy_store
+    outcome = _train(toy_store, tmp_path / "run", 0, **{"training.epochs": 3})
+    env = {**os.environ, "MLFLOW_TRACKING_URI": outcome.tracking_uri}
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, "models:/toy-i2net@champion", str(ann), str(store)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    vids, labels, start, end, score = json.loads(done.stdout.strip().splitlines()[-1])
+    expected, _ = infer_from_checkpoint(outcome.output / "checkpoint.pt", ann, store, "validation")
+    assert vids == expected.video_ids.tolist() and labels == expected.labels.tolist()
+    assert len(vids) > 0
+    assert start == pytest.approx(expected.start.tolist(), abs=1e-6)
+    assert end == pytest.approx(expected.end.tolist(), abs=1e-6)
+    assert score == pytest.approx(expected.score.tolist(), abs=1e-6)
+
+
 def test_unreachable_tracking_server_fails_fast(toy_store, tmp_path):
     start = time.perf_counter()
     with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:9 is not reachable.*make up"):
@@ -132,3 +169,27 @@ def test_killed_worker_resumes_from_the_last_checkpoint(
     steps = [m.step for m in c.get_metric_history(outcome.run_id, "train_loss")]
     # one history: epochs 1-3 before the kill, then again from the checkpoint on
     assert steps == [1, 2, 3, *range(int(resumed[0]) + 1, 6)]
+
+
+def test_interrupted_run_continues_with_resume(toy_store, tmp_path, ray_local, monkeypatch):
+    from ray.train import TrainingFailedError
+
+    _, ann, store = toy_store
+    marker = tmp_path / "killed.txt"
+    monkeypatch.setenv(FAULT_ENV, f"2:0:{marker}")  # rank 0 dies after epoch 2 ...
+    config = _config(tmp_path / "run", **{"training.epochs": 4, "training.max_failures": 0})
+    with pytest.raises(TrainingFailedError):  # ... and no restart is allowed: the run stops
+        run_training(config, ann, store, None, num_workers=2, log=_quiet)
+    latest = json.loads((tmp_path / "run" / "latest_train.json").read_text())
+    c = client(latest["tracking_uri"])
+    assert c.get_run(latest["run_id"]).info.status == "FAILED"
+    monkeypatch.delenv(FAULT_ENV)
+    lines: list[str] = []
+    outcome = run_training(config, ann, store, None, num_workers=2, resume=True, log=lines.append)
+    assert (outcome.run_id, outcome.run_name) == (latest["run_id"], latest["run_name"])
+    assert f"resuming run {latest['run_name']} (MLflow run {latest['run_id']})" in lines
+    assert outcome.metrics["epoch"] == 4 and c.get_run(outcome.run_id).info.status == "FINISHED"
+    resumed = [m.value for m in c.get_metric_history(outcome.run_id, "resumed_after_epoch")]
+    assert len(resumed) == 1 and resumed[0] in (1, 2)
+    steps = [m.step for m in c.get_metric_history(outcome.run_id, "train_loss")]
+    assert steps == [1, 2, *range(int(resumed[0]) + 1, 5)]
