@@ -341,12 +341,25 @@ def train_backbone_cmd(
     modality: Annotated[
         str | None, typer.Option(help="rgb or flow (default: backbone.modality)")
     ] = None,
+    num_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--num-workers",
+            help="Ray Train workers (default backbone.num_workers); 0 trains in this process",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="continue the latest backbone run (RUN_DIR/latest_backbone.json)")
+    ] = False,
+    register: Annotated[
+        bool, typer.Option(help="log the network, register it, move champion if it is better")
+    ] = True,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Fine-tune I3D on trimmed clips (actions + background) and save weights for `tal extract`."""
+    from pipelines.train_backbone import run_backbone_training
     from tal.backbone.clips import BackboneError
-    from tal.backbone.train import BackboneTrainConfig, train_backbone
 
     overrides = list(set_ or [])
     if modality:
@@ -354,21 +367,22 @@ def train_backbone_cmd(
     cfg = load_config(config, overrides)
     if config is None and (videos is None or annotations is None):
         raise typer.BadParameter("give --videos DIR and --annotations FILE (or --config)")
-    settings = BackboneTrainConfig.from_experiment(cfg)
     try:
-        report = train_backbone(
-            videos or cfg.data.videos, annotations or cfg.data.annotations, output, settings,
-            log=_echo,
+        outcome = run_backbone_training(
+            cfg, output, videos, annotations, num_workers=num_workers, resume=resume,
+            register=register, log=_echo,
         )  # fmt: skip
     except BackboneError as exc:
         _echo(f"error: {exc}")
         raise typer.Exit(2) from None
+    report = outcome.report
     for reason in report["skipped"]:
         typer.echo(f"skipped: {reason}")
     typer.echo(
         f"trained {report['modality']} I3D on {report['train_clips']} clips in "
         f"{report['seconds']:.1f} s: val accuracy {report['val_accuracy']:.3f} on "
-        f"{report['val_clips']} clips; sha256 {report['digest']}; wrote {report['output']}"
+        f"{report['val_clips']} clips; sha256 {report['digest']}; wrote {report['output']}; "
+        f"MLflow run {outcome.run_id}"
     )
 
 
@@ -482,7 +496,7 @@ def models_cmd(
     set_: SetOpt = None,
 ) -> None:
     """List registered model versions with their validation mAP and aliases."""
-    from pipelines.registry import SCORE, list_versions
+    from pipelines.registry import list_versions
     from pipelines.tracking import check_tracking
     from pipelines.tracking import tracking_uri as default_uri
 
@@ -492,11 +506,14 @@ def models_cmd(
     if not rows:
         typer.echo(f"no registered models at {uri}")
         return
-    typer.echo(f"{'model':<28} {'version':>7} {SCORE:>16}  aliases   run")
+    typer.echo(f"{'model':<28} {'version':>7} {'score':>7} {'(of)':<16} aliases   run")
     for r in rows:
-        score = "-" if r[SCORE] is None else f"{r[SCORE]:.4f}"
+        score = "-" if r["score"] is None else f"{r['score']:.4f}"
         aliases = ",".join(r["aliases"]) or "-"
-        typer.echo(f"{r['name']:<28} {r['version']:>7} {score:>16}  {aliases:<9} {r['run_id']}")
+        typer.echo(
+            f"{r['name']:<28} {r['version']:>7} {score:>7} {r['score_name']:<16} {aliases:<9} "
+            f"{r['run_id']}"
+        )
 
 
 @app.command("predict")

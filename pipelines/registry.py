@@ -5,7 +5,8 @@ label map, feature timing and partner bank together), so ``mlflow.pytorch.load_m
 module that predicts on its own. ``serialization_format="pickle"``: MLflow's default
 (torch.export) fixes input shapes, and videos differ in length. One registered model per
 dataset and method; the alias ``champion`` moves to a new version only when its validation
-average mAP beats the current champion's, and the comparison is logged with the run.
+score (average mAP for localizers, clip accuracy for backbones) beats the current champion's,
+and the comparison is logged with the run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Registration:
     promoted: bool
     previous_version: str | None
     previous_score: float | None
+    score_name: str = SCORE
 
     def line(self) -> str:
         was = (
@@ -37,12 +39,14 @@ class Registration:
         )
         verdict = "now champion" if self.promoted else "champion unchanged"
         return (
-            f"registered {self.name} v{self.version} ({SCORE} {self.score:.4f}): {verdict}; {was}"
+            f"registered {self.name} v{self.version} ({self.score_name} {self.score:.4f}): "
+            f"{verdict}; {was}"
         )
 
 
 def log_model(uri: str, run_id: str, model: Any) -> str:
-    """Log ``model`` (a PackagedLocalizer) to the run as ``model``; returns its artifact URI.
+    """Log ``model`` (a PackagedLocalizer, an I3D) to the run as ``model``; returns its
+    artifact URI.
 
     Saved with ``mlflow.pytorch.save_model`` and uploaded through a client bound to ``uri``:
     MLflow's fluent API would set a process-wide tracking URI (and ``MLFLOW_TRACKING_URI``),
@@ -62,11 +66,13 @@ def log_model(uri: str, run_id: str, model: Any) -> str:
 
 
 def _version_score(c, name: str, version: str) -> float:
+    """The score a version was registered with (tag ``score``), else its run's metric."""
     mv = c.get_model_version(name, version)
-    if SCORE in (mv.tags or {}):
-        return float(mv.tags[SCORE])
+    tags = mv.tags or {}
+    if "score" in tags:
+        return float(tags["score"])
     run = c.get_run(mv.run_id)
-    return float(run.data.metrics[SCORE])
+    return float(run.data.metrics[tags.get("score_name", SCORE)])
 
 
 def champion(uri: str, name: str) -> tuple[str, float] | None:
@@ -81,8 +87,11 @@ def champion(uri: str, name: str) -> tuple[str, float] | None:
     return mv.version, _version_score(c, name, mv.version)
 
 
-def register(uri: str, run_id: str, model_uri: str, name: str, score: float) -> Registration:
-    """Register ``model_uri`` under ``name`` and move ``champion`` to it if it scores higher."""
+def register(
+    uri: str, run_id: str, model_uri: str, name: str, score: float, score_name: str = SCORE
+) -> Registration:
+    """Register ``model_uri`` under ``name`` and move ``champion`` to it if it scores higher
+    (``score``: the run's ``score_name`` metric, higher is better)."""
     from mlflow.exceptions import MlflowException
 
     c = client(uri)
@@ -91,26 +100,26 @@ def register(uri: str, run_id: str, model_uri: str, name: str, score: float) -> 
     except MlflowException:
         c.create_registered_model(name)
     before = champion(uri, name)
-    mv = c.create_model_version(
-        name, model_uri, run_id=run_id, tags={SCORE: repr(float(score)), "run_id": run_id}
-    )
+    tags = {"score": repr(float(score)), "score_name": score_name, "run_id": run_id}
+    mv = c.create_model_version(name, model_uri, run_id=run_id, tags=tags)
     promoted = before is None or score > before[1]
     if promoted:
         c.set_registered_model_alias(name, CHAMPION, mv.version)
     result = Registration(
         name, str(mv.version), score, promoted,
-        before[0] if before else None, before[1] if before else None,
+        before[0] if before else None, before[1] if before else None, score_name,
     )  # fmt: skip
     c.log_dict(
         run_id,
         {
             "registered_model": name,
             "version": result.version,
-            SCORE: score,
+            "score_name": score_name,
+            "score": score,
             "previous_champion_version": result.previous_version,
             "previous_champion_score": result.previous_score,
             "promoted": promoted,
-            "rule": f"champion moves only to a strictly higher {SCORE}",
+            "rule": f"champion moves only to a strictly higher {score_name}",
         },
         "champion_comparison.json",
     )
@@ -136,7 +145,8 @@ def list_versions(uri: str, name: str | None = None) -> list[dict[str, Any]]:
             rows.append({
                 "name": model_name,
                 "version": str(mv.version),
-                SCORE: score,
+                "score": score,
+                "score_name": (mv.tags or {}).get("score_name", SCORE),
                 "aliases": sorted(aliases.get(str(mv.version), [])),
                 "run_id": mv.run_id,
                 "created": mv.creation_timestamp,

@@ -11,8 +11,8 @@ ranks report to Ray Train, which keeps the last two under ``training.storage_pat
 a worker dies Ray Train restarts the group from the last checkpoint (up to
 ``training.max_failures`` times). N = 0 runs the same loop in this process, without Ray.
 
-Each run gets a name RUN (config name and start time) and an MLflow run; both are recorded in
-``RUN_DIR/latest_train.json``, so ``--resume`` continues the latest run in Ray Train and in
+Each run gets a name RUN (config name, kind and start time) and an MLflow run; both are
+recorded in ``RUN_DIR/latest_train.json``, so ``--resume`` continues the latest run in Ray Train and in
 MLflow as one history. Afterwards the driver logs the model, registers it and moves the
 ``champion`` alias if it is better (``pipelines.registry``).
 """
@@ -47,7 +47,6 @@ from pipelines.tracking import (
 from tal.config import ExperimentConfig, config_from_dict
 
 FAULT_ENV = "TAL_TRAIN_FAULT"  # "EPOCH:RANK:MARKER": that rank SIGKILLs itself once (see below)
-LATEST = "latest_train.json"
 TIMELINE_VIDEOS = 3
 REPORT_POLL_S = 0.2
 
@@ -73,21 +72,19 @@ class TrainOutcome:
 
 
 class _LocalSession:
-    """The loop run in this process: rank 0 of 1, resumes from OUTPUT/checkpoint.pt."""
+    """The loop run in this process: rank 0 of 1, resumes from its own checkpoint file."""
 
     rank = 0
 
-    def __init__(self, output: Path, resume: bool) -> None:
-        self.output, self.resume = output, resume
+    def __init__(self, checkpoint: Path, resume: bool) -> None:
+        self.checkpoint, self.resume = checkpoint, resume
 
     def device(self):
-        return None  # the trainer picks from training.use_gpu
+        return None  # the loop picks from its config
 
-    def latest_state(self) -> dict | None:
-        from tal.engine.checkpoint import load_checkpoint
-
-        ckpt = self.output / "checkpoint.pt"
-        return load_checkpoint(ckpt) if self.resume and ckpt.is_file() else None
+    def latest_state(self, load: Callable[[Path], dict]) -> dict | None:
+        ok = self.resume and self.checkpoint.is_file()
+        return load(self.checkpoint) if ok else None
 
     def report(self, row: dict[str, Any], checkpoint: Path | None) -> None:
         pass
@@ -120,16 +117,14 @@ class _RaySession:
 
         return ray.train.torch.get_device()
 
-    def latest_state(self) -> dict | None:
+    def latest_state(self, load: Callable[[Path], dict]) -> dict | None:
         import ray.train
-
-        from tal.engine.checkpoint import load_checkpoint
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as folder:
-            return load_checkpoint(Path(folder) / "checkpoint.pt")
+            return load(Path(folder) / "checkpoint.pt")
 
     def report(self, row: dict[str, Any], checkpoint: Path | None) -> None:
         import ray.train
@@ -152,7 +147,19 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _maybe_fault(epoch: int, rank: int) -> None:
+def make_session(cfg: dict[str, Any], local_checkpoint: Path):
+    """The worker's side of the run: Ray Train's, or this process's (resuming from
+    ``local_checkpoint``)."""
+    if not cfg["ray"]:
+        return _LocalSession(local_checkpoint, cfg["resume"])
+    import torch
+
+    config = config_from_dict(cfg["config"], "training run config")
+    torch.set_num_threads(config.training.cpus_per_worker)
+    return _RaySession()
+
+
+def maybe_fault(epoch: int, rank: int) -> None:
     """Operations hook (and what the fault-tolerance test uses): with TAL_TRAIN_FAULT set to
     ``EPOCH:RANK:MARKER``, that rank kills its own process with SIGKILL after reporting that
     epoch, once (the marker file records that it happened)."""
@@ -167,14 +174,11 @@ def _maybe_fault(epoch: int, rank: int) -> None:
 
 def train_loop(cfg: dict[str, Any]) -> dict[str, Any]:
     """One worker's training (Ray Train calls it on every worker; N = 0 calls it here)."""
-    import torch
-
+    from tal.engine.checkpoint import load_checkpoint
     from tal.engine.trainer import prepare_trainer
 
     config = config_from_dict(cfg["config"], "training run config")
-    session = _RaySession() if cfg["ray"] else _LocalSession(Path(cfg["output"]), cfg["resume"])
-    if cfg["ray"]:
-        torch.set_num_threads(config.training.cpus_per_worker)
+    session = make_session(cfg, Path(cfg["output"]) / "checkpoint.pt")
     main = session.rank == 0
     output = Path(cfg["output"]) if main else Path(tempfile.mkdtemp(prefix="tal-rank-"))
 
@@ -186,7 +190,7 @@ def train_loop(cfg: dict[str, Any]) -> dict[str, Any]:
         config, cfg["annotations"], cfg["store"], cfg["pairs"], output, log=say,
         device=session.device(),
     )  # fmt: skip
-    state = session.latest_state()
+    state = session.latest_state(load_checkpoint)
     if state is not None:
         trainer.load_state(state)
         say(f"resumed after epoch {trainer.epoch} from the last checkpoint")
@@ -198,7 +202,7 @@ def train_loop(cfg: dict[str, Any]) -> dict[str, Any]:
         if run is not None:
             run.log_epoch(row)
         session.report(row, checkpoint)
-        _maybe_fault(int(row["epoch"]), session.rank)
+        maybe_fault(int(row["epoch"]), session.rank)
 
     metrics = trainer.fit(on_epoch)
     if run is not None:
@@ -238,13 +242,20 @@ def log_evaluation(run: RunLogger, trainer, output: Path) -> None:
 # ---------------------------------------------------------------------- the driver
 
 
-def _ray_fit(loop_cfg: dict[str, Any], config: ExperimentConfig, workers: int, run_name: str):
-    """Run ``train_loop`` on ``workers`` Ray Train workers; the final state dict."""
+def ray_fit(
+    loop: Callable[[dict[str, Any]], Any],
+    loop_cfg: dict[str, Any],
+    config: ExperimentConfig,
+    workers: int,
+    run_name: str,
+    load: Callable[[Path], dict],
+) -> dict:
+    """Run ``loop`` on ``workers`` Ray Train workers (scaling from the ``training`` section);
+    the state of the last reported checkpoint, read with ``load``."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipelines.ray_env import init_ray
-    from tal.engine.checkpoint import load_checkpoint
 
     init_ray()
     # the controller takes in one report per health check (2 s by default) and a worker
@@ -254,7 +265,7 @@ def _ray_fit(loop_cfg: dict[str, Any], config: ExperimentConfig, workers: int, r
     resources = {"CPU": t.cpus_per_worker} | ({"GPU": 1} if t.use_gpu else {})
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
     trainer = TorchTrainer(
-        train_loop,
+        loop,
         train_loop_config=loop_cfg,
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -275,23 +286,52 @@ def _ray_fit(loop_cfg: dict[str, Any], config: ExperimentConfig, workers: int, r
     if result.checkpoint is None:
         raise TrainLaunchError(f"Ray Train run {run_name} finished without a checkpoint")
     with result.checkpoint.as_directory() as folder:
-        return load_checkpoint(Path(folder) / "checkpoint.pt")
+        return load(Path(folder) / "checkpoint.pt")
 
 
 def storage_location(config: ExperimentConfig) -> str:
     """``training.storage_path`` as Ray Train needs it: a URL, or an absolute folder (a
     relative one would land in the job's temporary working copy under ``ray job submit``)."""
-    return _absolute(str(config.training.storage_path))
+    return absolute_location(str(config.training.storage_path))
 
 
-def _absolute(location: str | os.PathLike[str]) -> str:
+def absolute_location(location: str | os.PathLike[str]) -> str:
     """A local path made absolute; a URL (``s3://...``) as it is."""
     text = os.fspath(location)
     return text if "://" in text else str(Path(text).resolve())
 
 
-def _latest_file(config: ExperimentConfig) -> Path:
-    return Path(config.run_dir) / LATEST
+def open_run(
+    config: ExperimentConfig,
+    uri: str,
+    kind: str,
+    resume: bool,
+    log: Callable[[str], None],
+    tags: Callable[[], dict[str, str]],
+) -> tuple[str, str, str]:
+    """``(run_name, run_id, experiment_id)``: the latest run of this ``kind`` when resuming
+    (recorded in RUN_DIR/latest_KIND.json), else a new MLflow run with ``tags()``."""
+    latest = Path(config.run_dir) / f"latest_{kind}.json"
+    if resume and latest.is_file():
+        record = json.loads(latest.read_text())
+        run_name, run_id = record["run_name"], record["run_id"]
+        if record.get("tracking_uri") != uri:
+            raise TrainLaunchError(
+                f"{latest}: run {run_name} was tracked at {record.get('tracking_uri')}, "
+                f"not {uri}; resume with the same tracking URI"
+            )
+        log(f"resuming run {run_name} (MLflow run {run_id})")
+        return run_name, run_id, record["experiment_id"]
+    if resume:
+        log(f"nothing to resume ({latest} not found): starting a new run")
+    run_name = f"{config.name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    all_tags = {"git_commit": git_commit(), "dataset": config.dataset, "kind": kind, **tags()}
+    exp_id, run_id = start_run(config, uri, run_name, all_tags)
+    latest.parent.mkdir(parents=True, exist_ok=True)
+    record = {"run_name": run_name, "run_id": run_id, "experiment_id": exp_id, "tracking_uri": uri}
+    latest.write_text(json.dumps(record, indent=1) + "\n")
+    log(f"run {run_name}: MLflow run {run_id} in experiment {exp_id} at {uri}")
+    return run_name, run_id, exp_id
 
 
 def run_training(
@@ -311,9 +351,11 @@ def run_training(
     from tal.engine.trainer import load_data
 
     # workers run elsewhere (another directory, another node): hand them absolute paths
-    annotations = _absolute(annotations or config.data.annotations)
-    store = _absolute(store or config.features.store)
-    pairs = _absolute(pairs or config.pairs.output) if (pairs or config.pairs.output) else None
+    annotations = absolute_location(annotations or config.data.annotations)
+    store = absolute_location(store or config.features.store)
+    pairs = (
+        absolute_location(pairs or config.pairs.output) if (pairs or config.pairs.output) else None
+    )
     output = Path(output or Path(config.run_dir) / "model").resolve()
     workers = config.training.num_workers if num_workers is None else num_workers
     if workers < 0:
@@ -327,35 +369,15 @@ def run_training(
     uri = tracking_uri(config)
     check_tracking(uri)
     data = load_data(config, annotations, store, pairs)
-    latest = _latest_file(config)
-    if resume and latest.is_file():
-        record = json.loads(latest.read_text())
-        run_name, run_id, exp_id = record["run_name"], record["run_id"], record["experiment_id"]
-        if record.get("tracking_uri") != uri:
-            raise TrainLaunchError(
-                f"{latest}: run {run_name} was tracked at {record.get('tracking_uri')}, "
-                f"not {uri}; resume with the same tracking URI"
-            )
-        log(f"resuming run {run_name} (MLflow run {run_id})")
-    else:
-        if resume:
-            log(f"nothing to resume ({latest} not found): starting a new run")
-        run_name = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        tags = {
-            "git_commit": git_commit(),
-            "dataset": config.dataset,
+    run_name, run_id, exp_id = open_run(
+        config, uri, "train", resume, log,
+        lambda: {
             "method": method_name(config),
             "feature_store": store,
             "feature_store_digest": store_digest(open_store(store)),
             "workers": str(workers),
-        }
-        exp_id, run_id = start_run(config, uri, run_name, tags)
-        latest.parent.mkdir(parents=True, exist_ok=True)
-        latest.write_text(json.dumps({
-            "run_name": run_name, "run_id": run_id, "experiment_id": exp_id,
-            "tracking_uri": uri, "output": str(output), "workers": workers,
-        }, indent=1) + "\n")  # fmt: skip
-        log(f"run {run_name}: MLflow run {run_id} in experiment {exp_id} at {uri}")
+        },
+    )  # fmt: skip
     del data
     loop_cfg = {
         "config": config.to_yaml_dict(), "annotations": annotations, "store": store,
@@ -371,7 +393,7 @@ def run_training(
             log(
                 f"Ray Train: {workers} workers, checkpoints in {storage_location(config)}/{run_name}"
             )
-            state = _ray_fit(loop_cfg, config, workers, run_name)
+            state = ray_fit(train_loop, loop_cfg, config, workers, run_name, load_checkpoint)
         metrics = dict(state["history"][-1])
         score = float(metrics["val_average_mAP"])
         outcome = TrainOutcome(metrics, output, run_name, run_id, exp_id, uri, workers)

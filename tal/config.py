@@ -229,6 +229,12 @@ class BackboneConfig(_Section):
         description="BatchNorm statistics momentum while training (I3D's own is 0.01)",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(
+        1,
+        ge=0,
+        description="Ray Train workers (scaling as in training: use_gpu, cpus_per_worker, "
+        "max_failures); 0 trains in this process without Ray",
+    )
     input_size: int | None = Field(
         None, ge=32, description="crop side in pixels; null uses features.input_size"
     )

@@ -1,10 +1,13 @@
 """Fine-tune I3D for clip recognition: actions plus background, validated on held-out clips.
 
-The loop is plain PyTorch (a DataLoader over in-memory clips, AdamW, cross-entropy) so that
-a later stage can run ``train_epoch`` under Ray Train unchanged. On CPU a run is
-deterministic for a seed: window sampling, the new classification layer, shuffling, flips
-and dropout all draw from seeded generators. The result is saved in the project's weights
-format (``features.weights.save_weights``), which ``tal extract --weights`` loads.
+The loop is plain PyTorch (a DataLoader over in-memory clips, AdamW, cross-entropy). Under a
+process group (Ray Train, torchrun) the model is wrapped in DDP and each rank takes its share
+of every global batch; rank 0 validates and saves. ``on_epoch`` receives each epoch's row and
+(on rank 0) a resumable state, which a launcher reports as a checkpoint; ``resume_state``
+continues from one. On CPU a run is deterministic for a seed: window sampling, the new
+classification layer, shuffling, flips and dropout all draw from seeded generators. The result
+is saved in the project's weights format (``features.weights.save_weights``), which
+``tal extract --weights`` loads.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from features.weights import resolve_i3d, save_weights
 from tal.backbone.clips import BackboneError, ClipSet, build_clip_set
 from tal.config import ExperimentConfig
 from tal.data.annotations import load_annotations
+from tal.data.sampler import ShardedBatchSampler
+from tal.engine.distributed import DistContext
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +127,7 @@ def train_epoch(
     modality: str,
     generator: torch.Generator,
 ) -> dict[str, float]:
-    """One pass over ``loader`` with flips; mean loss and accuracy on the training clips."""
+    """One pass over ``loader`` with flips; loss sum, correct and seen clips of this rank."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for x, y in loader:
@@ -136,7 +141,7 @@ def train_epoch(
         total_loss += float(loss.detach()) * len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
-    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
+    return {"loss_sum": total_loss, "correct": float(correct), "seen": float(seen)}
 
 
 @torch.no_grad()
@@ -179,24 +184,33 @@ class BackboneReport:
         return asdict(self)
 
 
+EpochCallback = Callable[[dict[str, Any], dict[str, Any] | None], None]
+
+
 def train_backbone(
     video_dir: str | os.PathLike[str],
     annotations_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
     settings: BackboneTrainConfig,
     log: Callable[[str], None] | None = None,
+    on_epoch: EpochCallback | None = None,
+    resume_state: dict[str, Any] | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Cut clips, fine-tune I3D on the training subsets, validate, save; returns the report.
+    """Cut clips, fine-tune I3D on the training subsets, validate, save; returns the report
+    (on rank 0; other ranks return ``{}``).
 
     Raises AnnotationError for an unusable annotation file, BackboneError when a subset gives
     no clips or the device is not available, WeightsError for weights that cannot be loaded.
     """
     say = log or logger.info
     t0 = time.perf_counter()
-    try:
-        device = pick_device(settings.device)
-    except RuntimeError as exc:
-        raise BackboneError(f"backbone.device: {exc}") from None
+    dist = DistContext.current()
+    if device is None:
+        try:
+            device = pick_device(settings.device)
+        except RuntimeError as exc:
+            raise BackboneError(f"backbone.device: {exc}") from None
     annotations = load_annotations(annotations_path)
     clip_args = {
         "clip_length": settings.clip_length,
@@ -232,33 +246,64 @@ def train_backbone(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
-    shuffle = torch.Generator().manual_seed(settings.seed)
+    network: torch.nn.Module = model
+    if dist.active:  # BatchNorm statistics follow rank 0 (DDP broadcasts buffers)
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device] if device.type == "cuda" else None
+        network = DistributedDataParallel(model, device_ids=ids)
+    sampler = ShardedBatchSampler(  # no short last batch: BatchNorm needs several clips
+        len(train_set), settings.batch_size, dist.rank, dist.world_size, settings.seed,
+        drop_last=True,
+    )  # fmt: skip
     flips = torch.Generator().manual_seed(settings.seed + 1)
     pin = device.type == "cuda"
-    train_loader = DataLoader(
-        ClipDataset(train_set), settings.batch_size, shuffle=True, generator=shuffle, pin_memory=pin
-    )
+    train_loader = DataLoader(ClipDataset(train_set), batch_sampler=sampler, pin_memory=pin)
     val_loader = DataLoader(ClipDataset(val_set), settings.batch_size, pin_memory=pin)
 
-    history: list[dict[str, float]] = []
-    for epoch in range(1, settings.epochs + 1):
+    history: list[dict[str, Any]] = []
+    first = 1
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        flips.set_state(resume_state["flips"])
+        history = list(resume_state["history"])
+        first = int(resume_state["epoch"]) + 1
+        say(f"resumed after epoch {first - 1}")
+    for epoch in range(first, settings.epochs + 1):
         start = time.perf_counter()
-        train = train_epoch(model, train_loader, optimizer, device, settings.modality, flips)
-        val = evaluate(model, val_loader, device)
-        row = {
-            "epoch": epoch,
-            "train_loss": train["loss"],
-            "train_accuracy": train["accuracy"],
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "seconds": time.perf_counter() - start,
-        }
-        history.append(row)
-        say(
-            f"epoch {epoch}/{settings.epochs}: train loss {row['train_loss']:.3f} "
-            f"acc {row['train_accuracy']:.3f}, val loss {row['val_loss']:.3f} "
-            f"acc {row['val_accuracy']:.3f} ({row['seconds']:.1f} s)"
+        sampler.set_epoch(epoch)
+        part = train_epoch(network, train_loader, optimizer, device, settings.modality, flips)
+        loss_sum, correct, seen = dist.sum(
+            [part["loss_sum"], part["correct"], part["seen"]], device
         )
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+        }
+        state = None
+        if dist.is_main:
+            val = evaluate(model, val_loader, device)
+            row |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+        if dist.is_main:
+            say(
+                f"epoch {epoch}/{settings.epochs}: train loss {row['train_loss']:.3f} "
+                f"acc {row['train_accuracy']:.3f}, val loss {row['val_loss']:.3f} "
+                f"acc {row['val_accuracy']:.3f} ({row['seconds']:.1f} s)"
+            )
+            if on_epoch is not None:
+                state = {
+                    "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "flips": flips.get_state(),
+                    "history": history,
+                }  # fmt: skip
+        if on_epoch is not None:
+            on_epoch(row, state)
+    if not dist.is_main:
+        return {}
 
     val_accuracy = history[-1]["val_accuracy"]
     meta = {

@@ -19,11 +19,19 @@ class ShardedBatchSampler(Sampler[list[int]]):
     """This rank's item indices of each global batch (a batch sampler for ``DataLoader``).
 
     A last global batch with fewer items than ranks is topped up from the start of the
-    epoch's order (as ``DistributedSampler`` pads), so that no rank gets an empty step.
+    epoch's order (as ``DistributedSampler`` pads), so that no rank gets an empty step; with
+    ``drop_last`` a short last batch is left out instead (unless it is the only one), as
+    BatchNorm training wants.
     """
 
     def __init__(
-        self, size: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0
+        self,
+        size: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        drop_last: bool = False,
     ) -> None:
         if size < 1:
             raise ValueError(f"sampler: the dataset is empty (size {size})")
@@ -36,6 +44,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
             )
         self.size, self.batch_size = size, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.drop_last = drop_last
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -49,6 +58,8 @@ class ShardedBatchSampler(Sampler[list[int]]):
     def global_batches(self) -> list[list[int]]:
         order = self.order()
         batches = [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+        if self.drop_last and len(batches) > 1 and len(batches[-1]) < self.batch_size:
+            return batches[:-1]
         if len(batches[-1]) < self.world_size:
             short = self.world_size - len(batches[-1])
             batches[-1] = batches[-1] + (order * self.world_size)[:short]
@@ -59,6 +70,8 @@ class ShardedBatchSampler(Sampler[list[int]]):
             yield shard(batch, self.rank, self.world_size)
 
     def __len__(self) -> int:
+        if self.drop_last and self.size > self.batch_size:
+            return self.size // self.batch_size
         return -(-self.size // self.batch_size)
 
 

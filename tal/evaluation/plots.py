@@ -84,6 +84,7 @@ def timeline_figure(
             f"{vid}: ground truth (grey, below) vs detections >= {min_score:g} (above)", fontsize=8
         )
         ax.set_xlabel("seconds", fontsize=7)
+    fig.tight_layout()
     return _save(fig, path)
 
 

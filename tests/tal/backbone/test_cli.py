@@ -8,26 +8,27 @@ from pipelines.cli import exit_status as run
 TINY_SET = [
     "--set", "backbone.init=random", "--set", "backbone.epochs=1", "--set", "backbone.device=cpu",
     "--set", "backbone.input_size=32", "--set", "backbone.fps=10",
-    "--set", "features.clip_length=8", "--set", "features.flow_method=dis",
+    "--set", "features.clip_length=8", "--set", "features.flow_method=dis", "--num-workers", "0",
 ]  # fmt: skip
 
 
 def test_train_backbone_command(tiny_synth, tmp_path, capsys):
     out = tmp_path / "w.pt"
     code = run(["train-backbone", "--videos", str(tiny_synth.out_dir / "videos"),
-                "--annotations", str(tiny_synth.annotations), "--output", str(out), *TINY_SET])  # fmt: skip
+                "--annotations", str(tiny_synth.annotations), "--output", str(out), *TINY_SET, "--set", f"run_dir={tmp_path}"])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "epoch 1/1" in captured.err
     _, meta = load_i3d(out)
     assert f"sha256 {meta['digest']}" in captured.out and str(out) in captured.out
     assert "val accuracy" in captured.out and meta["num_classes"] == 4
+    assert "registered synth-i3d-rgb v1 (val_accuracy" in captured.err
 
 
 def test_train_backbone_bad_input_exits_2(tiny_synth, tmp_path, capsys):
     videos = str(tiny_synth.out_dir / "videos")
     code = run(["train-backbone", "--videos", videos, "--annotations", str(tmp_path / "a.json"),
-                "--output", str(tmp_path / "w.pt"), *TINY_SET])  # fmt: skip
+                "--output", str(tmp_path / "w.pt"), *TINY_SET, "--set", f"run_dir={tmp_path}"])  # fmt: skip
     assert code == 2 and "a.json: annotation file not found" in capsys.readouterr().err
     code = run(["train-backbone", "--videos", videos, "--annotations", str(tiny_synth.annotations),
                 "--output", str(tmp_path / "w.pt"), "--modality", "depth"])  # fmt: skip
@@ -35,7 +36,39 @@ def test_train_backbone_bad_input_exits_2(tiny_synth, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     code = run(["train-backbone", "--videos", str(empty), "--annotations",
-                str(tiny_synth.annotations), "--output", str(tmp_path / "w.pt"), *TINY_SET])  # fmt: skip
+                str(tiny_synth.annotations), "--output", str(tmp_path / "w.pt"), *TINY_SET, "--set", f"run_dir={tmp_path}"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "subset training: no clips" in err and "error:" in err
     assert not (tmp_path / "w.pt").exists()
+
+
+def test_two_ray_train_workers_track_and_register(tiny_synth, tmp_path, ray_local):
+    from pipelines.tracking import client
+    from pipelines.train_backbone import run_backbone_training
+    from tal.config import load_config
+
+    sets = [s for s in TINY_SET if s not in ("--set", "--num-workers", "0")]
+    config = load_config(
+        None, [*sets, "backbone.epochs=2", "backbone.batch_size=4", f"run_dir={tmp_path}"]
+    )
+    out = tmp_path / "w.pt"
+    outcome = run_backbone_training(
+        config, out, tiny_synth.out_dir / "videos", tiny_synth.annotations, num_workers=2,
+        log=lambda _m: None,
+    )  # fmt: skip
+    assert outcome.workers == 2 and outcome.report["val_accuracy"] >= 0
+    _, meta = load_i3d(out)
+    assert outcome.report["digest"] == meta["digest"]
+    c = client(outcome.tracking_uri)
+    run_ = c.get_run(outcome.run_id)
+    assert run_.info.status == "FINISHED" and run_.data.tags["kind"] == "backbone"
+    history = c.get_metric_history(outcome.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    assert history[-1].value == outcome.report["val_accuracy"]
+    assert [m.step for m in c.get_metric_history(outcome.run_id, "train_loss")] == [1, 2]
+    assert {a.path for a in c.list_artifacts(outcome.run_id, "weights")} == {"weights/w.pt"}
+    reg = outcome.registration
+    assert (
+        reg["name"] == "synth-i3d-rgb" and reg["promoted"] and reg["score_name"] == "val_accuracy"
+    )
+    assert str(c.get_model_version_by_alias("synth-i3d-rgb", "champion").version) == "1"
