@@ -84,7 +84,7 @@ def champion(uri: str, name: str) -> tuple[str, float] | None:
         mv = c.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
-    return mv.version, _version_score(c, name, mv.version)
+    return str(mv.version), _version_score(c, name, mv.version)
 
 
 def register(
