@@ -27,7 +27,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,29 @@ def absolute_location(location: str | os.PathLike[str]) -> str:
     return text if "://" in text else str(Path(text).resolve())
 
 
+def check_workers(workers: int, batch_size: int, items: str, key: str) -> None:
+    """Every worker needs a share of each global batch."""
+    if workers < 0:
+        raise TrainLaunchError(f"--num-workers must be >= 0, got {workers}")
+    if workers > batch_size:
+        raise TrainLaunchError(
+            f"{workers} workers but a global batch of {batch_size} {items}: every worker needs "
+            f"at least one per step (raise {key} or use fewer workers)"
+        )
+
+
+@contextmanager
+def run_status(uri: str, run_id: str) -> Iterator[Any]:
+    """The run's MLflow client; the run ends FINISHED, or FAILED when the block raises."""
+    mlflow = client(uri)
+    try:
+        yield mlflow
+    except BaseException:
+        mlflow.set_terminated(run_id, "FAILED")
+        raise
+    mlflow.set_terminated(run_id, "FINISHED")
+
+
 def open_run(
     config: ExperimentConfig,
     uri: str,
@@ -358,13 +382,7 @@ def run_training(
     )
     output = Path(output or Path(config.run_dir) / "model").resolve()
     workers = config.training.num_workers if num_workers is None else num_workers
-    if workers < 0:
-        raise TrainLaunchError(f"--num-workers must be >= 0, got {workers}")
-    if workers > config.training.batch_size:
-        raise TrainLaunchError(
-            f"{workers} workers but a global batch of {config.training.batch_size}: every worker "
-            "needs at least one pair per step (raise training.batch_size or use fewer workers)"
-        )
+    check_workers(workers, config.training.batch_size, "pairs", "training.batch_size")
     # everything that can be wrong with the inputs fails here, before a run exists
     uri = tracking_uri(config)
     check_tracking(uri)
@@ -384,8 +402,7 @@ def run_training(
         "pairs": pairs, "output": str(output), "tracking_uri": uri, "run_id": run_id,
         "resume": resume, "ray": workers > 0,
     }  # fmt: skip
-    mlflow = client(uri)
-    try:
+    with run_status(uri, run_id):
         if workers == 0:
             train_loop(loop_cfg)
             state = load_checkpoint(output / "checkpoint.pt")
@@ -409,10 +426,6 @@ def run_training(
                 uri, run_id, outcome.model_uri, registered_model_name(config), score
             )
             log(outcome.registration.line())
-    except BaseException:
-        mlflow.set_terminated(run_id, "FAILED")
-        raise
-    mlflow.set_terminated(run_id, "FINISHED")
     return outcome
 
 

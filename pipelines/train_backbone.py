@@ -24,14 +24,16 @@ from typing import Any
 
 import torch
 
-from pipelines.tracking import RunLogger, check_tracking, client, tracking_uri
+from pipelines.tracking import RunLogger, check_tracking, tracking_uri
 from pipelines.train import (
     TrainLaunchError,
     absolute_location,
+    check_workers,
     make_session,
     maybe_fault,
     open_run,
     ray_fit,
+    run_status,
 )
 from tal.config import ExperimentConfig, config_from_dict
 
@@ -122,13 +124,7 @@ def run_backbone_training(
     annotations = absolute_location(annotations or config.data.annotations)
     output = Path(absolute_location(output))
     workers = config.backbone.num_workers if num_workers is None else num_workers
-    if workers < 0:
-        raise TrainLaunchError(f"--num-workers must be >= 0, got {workers}")
-    if workers > config.backbone.batch_size:
-        raise TrainLaunchError(
-            f"{workers} workers but a global batch of {config.backbone.batch_size} clips: raise "
-            "backbone.batch_size or use fewer workers"
-        )
+    check_workers(workers, config.backbone.batch_size, "clips", "backbone.batch_size")
     for path, what in ((videos, "videos folder"), (annotations, "annotation file")):
         if not Path(path).exists():
             raise TrainLaunchError(f"{path}: {what} not found")
@@ -144,8 +140,7 @@ def run_backbone_training(
         "output": str(output), "tracking_uri": uri, "run_id": run_id, "resume": resume,
         "ray": workers > 0, "register": register,
     }  # fmt: skip
-    mlflow = client(uri)
-    try:
+    with run_status(uri, run_id) as mlflow:
         if workers == 0:
             report = backbone_loop(loop_cfg)
         else:
@@ -154,10 +149,6 @@ def run_backbone_training(
             with tempfile.TemporaryDirectory() as folder:  # rank 0's report, from the run
                 local = mlflow.download_artifacts(run_id, "backbone_report.json", folder)
                 report = json.loads(Path(local).read_text())
-    except BaseException:
-        mlflow.set_terminated(run_id, "FAILED")
-        raise
-    mlflow.set_terminated(run_id, "FINISHED")
     registration = report.pop("registration", None)
     return BackboneOutcome(report, output, run_id, uri, workers, registration)
 
