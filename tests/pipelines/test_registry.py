@@ -10,12 +10,14 @@ import torch
 
 from pipelines.cli import exit_status as run
 from pipelines.registry import CHAMPION, champion, list_versions, log_model, register
-from pipelines.tracking import client
+from pipelines.tracking import artifact_location, client
 
 
 def _run(uri: str, score: float) -> str:
     c = client(uri)
-    experiment = c.get_experiment_by_name("reg") or c.get_experiment(c.create_experiment("reg"))
+    experiment = c.get_experiment_by_name("reg") or c.get_experiment(
+        c.create_experiment("reg", artifact_location=artifact_location(uri))
+    )
     run_id = c.create_run(experiment.experiment_id).info.run_id
     c.log_metric(run_id, "val_average_mAP", score, step=1)
     return run_id
