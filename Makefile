@@ -21,8 +21,10 @@ install: $(STAMP)
 weights: $(STAMP)
 	$(BIN)/tal weights kinetics-rgb
 
+# the whole pipeline as a Prefect flow on the embedded default: local Ray, Prefect's
+# ephemeral API, MLflow in runs/demo/mlflow.db, the Zarr store on disk
 demo: weights
-	$(BIN)/tal demo --config $(CONFIG)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m flows.pipeline --config $(CONFIG)
 
 test: weights
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -338,7 +338,7 @@ def run_extraction(
         return summary
 
     start = time.perf_counter()
-    init_ray(log_to_driver=False, dashboard=False)  # the progress bar is the output
+    init_ray(log_to_driver=False)  # the progress bar is the output
     options, device, threads = _actor_options(features, workers, log)
     settings = clip_settings(features)
     remote = ray.remote(ExtractWorker)

@@ -5,8 +5,11 @@ python -m pipelines.pairs --config configs/demo.yaml [--store runs/demo/features
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from features.store import FeatureStore
 from pipelines.errors import PipelineInputError
@@ -21,6 +24,38 @@ def _completed(store: str | os.PathLike[str]) -> set[str]:
         return FeatureStore.open(store).completed()
     except (FileNotFoundError, ValueError) as exc:
         raise PipelineInputError(f"{exc} (run `tal extract` first, or leave out --store)") from None
+
+
+def pairs_inputs(
+    config: ExperimentConfig, annotations: str | os.PathLike[str], store: str | None
+) -> dict:
+    """What a pairs file depends on: the annotation file's digest, the pairing settings and
+    the videos complete in the store (when pairing is restricted to it)."""
+    done = sorted(_completed(store)) if store is not None else None
+    return {
+        "annotations_sha256": hashlib.sha256(Path(annotations).read_bytes()).hexdigest(),
+        "subsets": list(config.data.train_subsets),
+        "per_video": config.pairs.per_video,
+        "seed": config.pairs.seed,
+        "store_videos_sha256": (
+            hashlib.sha256("\n".join(done).encode()).hexdigest() if done is not None else None
+        ),
+    }
+
+
+def _inputs_file(pairs_path: str | os.PathLike[str]) -> Path:
+    return Path(f"{os.fspath(pairs_path)}.inputs.json")
+
+
+def pairs_are_current(pairs_path: str | os.PathLike[str], inputs: dict) -> bool:
+    """Whether ``pairs_path`` exists and was built from exactly ``inputs``."""
+    record = _inputs_file(pairs_path)
+    if not Path(pairs_path).is_file() or not record.is_file():
+        return False
+    try:
+        return json.loads(record.read_text()) == inputs
+    except ValueError:
+        return False
 
 
 def build_pairs_from_config(
@@ -66,6 +101,9 @@ def build_pairs_from_config(
         available=available,
     )
     path = write_pairs(result, output if output is not None else config.pairs.output)
+    if not isinstance(annotations, AnnotationSet):  # a file: record what the pairs came from
+        inputs = pairs_inputs(config, annotations or config.data.annotations, store)
+        _inputs_file(path).write_text(json.dumps(inputs, indent=1) + "\n")
     log(result.summary())
     log(f"wrote {path}")
     return result

@@ -207,6 +207,11 @@ class BackboneConfig(_Section):
     come from ``features`` so the trained weights see what extraction will feed them."""
 
     modality: Literal["rgb", "flow"] = Field("rgb", description="stream to train")
+    fine_tune: list[Literal["rgb", "flow"]] = Field(
+        [],
+        description="streams tal-pipeline fine-tunes before extraction (weights in "
+        "RUN_DIR/backbone_MODALITY.pt, then used by extraction)",
+    )
     init: str = Field(
         "kinetics-rgb",
         description="start: kinetics-rgb (flow: cross-modality start), random or a checkpoint path",
