@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 PYTEST_ARGS ?=
 
-.PHONY: demo test install weights lint format bench clean
+.PHONY: demo test install weights lint format bench clean up down status
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,17 @@ demo: weights
 
 test: weights
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the local loopback stack: Ray head (127.0.0.1:8265), MLflow (127.0.0.1:5000), Prefect
+# (127.0.0.1:4200) as background processes; pids and logs in .stack/
+up: $(STAMP)
+	$(BIN)/python infra/local/stack.py up
+
+down: $(STAMP)
+	$(BIN)/python infra/local/stack.py down
+
+status: $(STAMP)
+	@$(BIN)/python infra/local/stack.py status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

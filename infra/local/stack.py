@@ -1,0 +1,235 @@
+"""The local loopback stack: a Ray head, an MLflow server and a Prefect server on 127.0.0.1.
+
+    python infra/local/stack.py up | down | status        (make up / make down / make status)
+
+Each service runs as a background process in a session of its own, with its pid and log file
+under ``.stack/`` (``STACK_DIR`` to move it). ``up`` refuses a port that something else
+listens on, starts what is not running, and waits until each answers its health check;
+``down`` stops exactly the process groups that ``up`` started (SIGTERM, then SIGKILL after a
+grace period); jobs submitted to the Ray head see ``MLFLOW_TRACKING_URI`` and
+``PREFECT_API_URL`` of the stack; ``status`` says what runs and prints the environment that points the product
+at the stack. Ray's token authentication is off: everything listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = Path(os.environ.get("STACK_DIR", ROOT / ".stack")).resolve()
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    port: int
+    health: str  # URL that answers 200 when the service is ready
+    command: list[str]
+    env: dict[str, str]
+    timeout: float = 90.0
+
+    @property
+    def pid_file(self) -> Path:
+        return STACK / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return STACK / f"{self.name}.log"
+
+
+def services() -> list[Service]:
+    ray_port = int(os.environ.get("STACK_RAY_PORT", 6380))
+    dash = int(os.environ.get("STACK_RAY_DASHBOARD_PORT", 8265))
+    mlflow_port = int(os.environ.get("STACK_MLFLOW_PORT", 5000))
+    prefect_port = int(os.environ.get("STACK_PREFECT_PORT", 4200))
+    # the project's environment first on PATH: `python` in a Ray job or a Prefect worker's
+    # flow run is the one the project is installed in
+    path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    quiet = {
+        "RAY_AUTH_MODE": "disabled", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PATH": path,
+        "VIRTUAL_ENV": str(BIN.parent),
+    }  # fmt: skip
+    # jobs submitted to this Ray head log to this MLflow server and report to this Prefect
+    tracking = {
+        "MLFLOW_TRACKING_URI": f"http://{HOST}:{mlflow_port}",
+        "PREFECT_API_URL": f"http://{HOST}:{prefect_port}/api",
+    }
+    return [
+        Service(
+            "ray", dash, f"http://{HOST}:{dash}/api/version",
+            [str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={HOST}",
+             f"--port={ray_port}", f"--dashboard-host={HOST}", f"--dashboard-port={dash}",
+             "--disable-usage-stats", "--include-dashboard=true"],
+            {**quiet, **tracking},
+        ),
+        Service(
+            "mlflow", mlflow_port, f"http://{HOST}:{mlflow_port}/health",
+            [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(mlflow_port),
+             "--backend-store-uri", f"sqlite:///{STACK / 'mlflow.db'}",
+             "--artifacts-destination", str(STACK / "mlartifacts"), "--workers", "1"],
+            quiet,
+        ),
+        Service(
+            "prefect", prefect_port, f"http://{HOST}:{prefect_port}/api/health",
+            [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(prefect_port)],
+            {**quiet, "PREFECT_HOME": str(STACK / "prefect")},
+        ),
+    ]  # fmt: skip
+
+
+def environment() -> dict[str, str]:
+    """What points the product (and the CLIs) at the stack."""
+    by = {s.name: s for s in services()}
+    return {
+        "RAY_ADDRESS": f"http://{HOST}:{by['ray'].port}",
+        "RAY_AUTH_MODE": "disabled",
+        "MLFLOW_TRACKING_URI": f"http://{HOST}:{by['mlflow'].port}",
+        "PREFECT_API_URL": f"http://{HOST}:{by['prefect'].port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def _pid(service: Service) -> int | None:
+    """The recorded pid of a service that is still alive, else None (a stale file goes)."""
+    try:
+        pid = int(service.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        service.pid_file.unlink(missing_ok=True)
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def _healthy(service: Service) -> bool:
+    try:
+        with urllib.request.urlopen(service.health, timeout=2) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return False
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def up() -> None:
+    STACK.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in services() if _pid(s) is None]
+    taken = [s for s in todo if _port_taken(s.port)]
+    if taken:
+        raise StackError(
+            "; ".join(f"port {s.port} on {HOST} (for {s.name}) is taken by another process"
+                      for s in taken)
+            + ": stop it or choose another port (STACK_MLFLOW_PORT, STACK_PREFECT_PORT, "
+            "STACK_RAY_DASHBOARD_PORT, STACK_RAY_PORT)"
+        )  # fmt: skip
+    for s in todo:
+        with open(s.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                s.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **s.env}, cwd=STACK, start_new_session=True,
+            )  # fmt: skip
+        s.pid_file.write_text(f"{proc.pid}\n")
+        print(f"{s.name}: started (pid {proc.pid}, log {s.log_file})")
+    for s in services():
+        deadline = time.monotonic() + s.timeout
+        while not _healthy(s):
+            if _pid(s) is None:
+                raise StackError(f"{s.name} exited while starting; see {s.log_file}")
+            if time.monotonic() > deadline:
+                raise StackError(f"{s.name} did not answer {s.health} in {s.timeout:g} s; "
+                                 f"see {s.log_file}")  # fmt: skip
+            time.sleep(0.5)
+        print(f"{s.name}: ready at {s.health}")
+    (STACK / "env.json").write_text(json.dumps(environment(), indent=1) + "\n")
+    print(_exports())
+
+
+def down(grace: float = 20.0) -> None:
+    for s in reversed(services()):
+        pid = _pid(s)
+        if pid is None:
+            print(f"{s.name}: not running")
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _group_alive(pid):
+            time.sleep(0.3)
+        if _group_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        s.pid_file.unlink(missing_ok=True)
+        print(f"{s.name}: stopped (process group {pid})")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombies of the group leader count as gone
+    out = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True, text=True)
+    return any(not line.strip().startswith("Z") for line in out.stdout.splitlines())
+
+
+def status() -> int:
+    running = 0
+    for s in services():
+        pid = _pid(s)
+        state = "down" if pid is None else ("ready" if _healthy(s) else "starting/unhealthy")
+        running += pid is not None
+        print(f"{s.name:<8} {state:<18} pid {pid or '-':<8} {s.health}")
+    if running:
+        print(_exports())
+    return 0 if running == len(services()) else 1
+
+
+def _exports() -> str:
+    return "\n".join(f"export {k}={v}" for k, v in environment().items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["up", "down", "status"])
+    args = parser.parse_args()
+    try:
+        if args.action == "up":
+            up()
+        elif args.action == "down":
+            down()
+        else:
+            sys.exit(status())
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
