@@ -19,6 +19,7 @@ def init_ray(log_to_driver: bool = True, dashboard: bool = True) -> None:
         ray.init()  # a cluster: no resource arguments (`ray job submit` needs that)
     else:
         ray.init(
+            address="local",  # a new instance here, whatever `ray start` left in /tmp/ray
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
             log_to_driver=log_to_driver,

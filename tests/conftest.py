@@ -45,7 +45,10 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+            configure_logging=False,
+        )  # fmt: skip
     yield ray
     ray.shutdown()
 

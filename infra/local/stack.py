@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK = Path(os.environ.get("STACK_DIR", ROOT / ".stack")).resolve()
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
+CURRENT_CLUSTER = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ def up() -> None:
                                  f"see {s.log_file}")  # fmt: skip
             time.sleep(0.5)
         print(f"{s.name}: ready at {s.health}")
+    if CURRENT_CLUSTER.is_file():  # what `ray start` recorded as "the" local cluster
+        (STACK / "ray_current_cluster").write_text(CURRENT_CLUSTER.read_text())
     (STACK / "env.json").write_text(json.dumps(environment(), indent=1) + "\n")
     print(_exports())
 
@@ -185,6 +189,18 @@ def down(grace: float = 20.0) -> None:
             os.killpg(pid, signal.SIGKILL)
         s.pid_file.unlink(missing_ok=True)
         print(f"{s.name}: stopped (process group {pid})")
+    _forget_ray_head()
+
+
+def _forget_ray_head() -> None:
+    """Remove Ray's pointer to the head this stack ran, if it still points there: else a
+    later plain ``ray.init()`` on this machine tries to join the stopped head."""
+    ours = STACK / "ray_current_cluster"
+    if not ours.is_file():
+        return
+    if CURRENT_CLUSTER.is_file() and CURRENT_CLUSTER.read_text() == ours.read_text():
+        CURRENT_CLUSTER.unlink(missing_ok=True)
+    ours.unlink(missing_ok=True)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -38,6 +38,7 @@ def _session_processes(stack_dir: Path) -> list[str]:
 
 
 def test_stack_up_job_submit_and_down(tmp_path, toy_store):
+    head_address = None
     ports = {k: _free_port() for k in ("RAY", "RAY_DASHBOARD", "MLFLOW", "PREFECT")}
     env = {**os.environ, "STACK_DIR": str(tmp_path / "stack")}
     env |= {f"STACK_{k}_PORT": str(v) for k, v in ports.items()}
@@ -49,6 +50,7 @@ def test_stack_up_job_submit_and_down(tmp_path, toy_store):
         status = _stack("status", env)
         assert status.returncode == 0 and status.stdout.count(" ready ") == 3
         exports = json.loads((tmp_path / "stack" / "env.json").read_text())
+        head_address = (tmp_path / "stack" / "ray_current_cluster").read_text()
         assert exports["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{ports['MLFLOW']}"
 
         again = _stack("up", env)  # already running: nothing new starts
@@ -101,3 +103,5 @@ def test_stack_up_job_submit_and_down(tmp_path, toy_store):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, port
     assert _stack("status", env).returncode == 1
+    current = Path("/tmp/ray/ray_current_cluster")  # no pointer to the stopped head is left
+    assert not current.is_file() or current.read_text() != head_address
