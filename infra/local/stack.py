@@ -43,6 +43,7 @@ class Service:
     command: list[str]
     env: dict[str, str]
     timeout: float = 90.0
+    also_ready: tuple[str, ...] = ()  # more URLs that must answer before it counts as ready
 
     @property
     def pid_file(self) -> Path:
@@ -56,6 +57,7 @@ class Service:
 def services() -> list[Service]:
     ray_port = int(os.environ.get("STACK_RAY_PORT", 6380))
     dash = int(os.environ.get("STACK_RAY_DASHBOARD_PORT", 8265))
+    agent = int(os.environ.get("STACK_RAY_AGENT_PORT", 52365))
     mlflow_port = int(os.environ.get("STACK_MLFLOW_PORT", 5000))
     prefect_port = int(os.environ.get("STACK_PREFECT_PORT", 4200))
     # the project's environment first on PATH: `python` in a Ray job or a Prefect worker's
@@ -75,8 +77,11 @@ def services() -> list[Service]:
             "ray", dash, f"http://{HOST}:{dash}/api/version",
             [str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={HOST}",
              f"--port={ray_port}", f"--dashboard-host={HOST}", f"--dashboard-port={dash}",
-             "--disable-usage-stats", "--include-dashboard=true"],
+             f"--dashboard-agent-listen-port={agent}", "--disable-usage-stats",
+             "--include-dashboard=true"],
             {**quiet, **tracking},
+            # jobs are run by the head's dashboard agent, which comes up after the dashboard
+            also_ready=(f"http://{HOST}:{agent}/api/healthz",),
         ),
         Service(
             "mlflow", mlflow_port, f"http://{HOST}:{mlflow_port}/health",
@@ -127,12 +132,16 @@ def _port_taken(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-def _healthy(service: Service) -> bool:
+def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(service.health, timeout=2) as reply:
+        with urllib.request.urlopen(url, timeout=2) as reply:
             return reply.status == 200
     except (urllib.error.URLError, OSError, TimeoutError):
         return False
+
+
+def _healthy(service: Service) -> bool:
+    return all(_answers(url) for url in (service.health, *service.also_ready))
 
 
 class StackError(RuntimeError):
@@ -148,7 +157,7 @@ def up() -> None:
             "; ".join(f"port {s.port} on {HOST} (for {s.name}) is taken by another process"
                       for s in taken)
             + ": stop it or choose another port (STACK_MLFLOW_PORT, STACK_PREFECT_PORT, "
-            "STACK_RAY_DASHBOARD_PORT, STACK_RAY_PORT)"
+            "STACK_RAY_DASHBOARD_PORT, STACK_RAY_PORT, STACK_RAY_AGENT_PORT)"
         )  # fmt: skip
     for s in todo:
         with open(s.log_file, "ab") as log:

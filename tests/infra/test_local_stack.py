@@ -39,7 +39,7 @@ def _session_processes(stack_dir: Path) -> list[str]:
 
 def test_stack_up_job_submit_and_down(tmp_path, toy_store):
     head_address = None
-    ports = {k: _free_port() for k in ("RAY", "RAY_DASHBOARD", "MLFLOW", "PREFECT")}
+    ports = {k: _free_port() for k in ("RAY", "RAY_DASHBOARD", "RAY_AGENT", "MLFLOW", "PREFECT")}
     env = {**os.environ, "STACK_DIR": str(tmp_path / "stack")}
     env |= {f"STACK_{k}_PORT": str(v) for k, v in ports.items()}
     try:
