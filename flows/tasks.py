@@ -157,22 +157,13 @@ def predict_videos(
 ) -> dict[str, Any]:
     """Featurise and localize video files with a registered model; predictions and timeline."""
     from pipelines.predict import predict_videos as predict
+    from pipelines.predict import write_outputs
     from pipelines.tracking import tracking_uri
-    from tal.data.annotations import load_annotations
-    from tal.data.predictions import write_predictions
-    from tal.evaluation.plots import timeline_figure
 
     cfg = _config(config, overrides)
     result = predict(model_uri, videos, tracking_uri(cfg), log=_log())
-    write_predictions(result.detections, output)
-    if plot and result.durations:
-        ground_truth = None
-        if Path(cfg.data.annotations).is_file():
-            ground_truth = load_annotations(cfg.data.annotations).videos
-        timeline_figure(
-            result.detections, list(result.durations), result.label_names, plot,
-            ground_truth=ground_truth, durations=result.durations,
-        )  # fmt: skip
+    annotations = cfg.data.annotations if Path(cfg.data.annotations).is_file() else None
+    write_outputs(result, output, plot, annotations)
     return {
         "predictions": output, "plot": plot, "videos": len(result.durations),
         "detections": len(result.detections), "failed": result.failed,

@@ -537,27 +537,15 @@ def predict_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:
     """Decode and featurise videos as the model's features were made, then localize actions."""
-    from pipelines.predict import predict_videos
+    from pipelines.predict import predict_videos, write_outputs
     from pipelines.tracking import check_tracking
-    from tal.data.predictions import write_predictions
 
     if tracking_uri:
         check_tracking(tracking_uri)
     result = predict_videos(model, videos, tracking_uri, device=device, log=_echo)
-    write_predictions(result.detections, output)
+    figure = write_outputs(result, output, plot, annotations, min_score)
     line = f"{len(result.detections)} detections for {len(result.durations)} videos -> {output}"
-    ground_truth = None
-    if annotations is not None:
-        from tal.data.annotations import load_annotations
-
-        ground_truth = load_annotations(annotations).videos
-    if plot is not None and result.durations:
-        from tal.evaluation.plots import timeline_figure
-
-        timeline_figure(
-            result.detections, list(result.durations), result.label_names, plot,
-            ground_truth=ground_truth, durations=result.durations, min_score=min_score,
-        )  # fmt: skip
+    if figure is not None:
         line += f"; timeline {plot}"
     typer.echo(line)
     if result.failed:

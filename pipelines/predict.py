@@ -117,3 +117,26 @@ def predict_videos(
         durations[video_id] = out.duration
         log(f"{path}: {len(found)} detections ({out.duration:.1f} s, {out.num_clips} clips)")
     return PredictResult(Detections.from_rows(rows), durations, list(model.label_names), failed)
+
+
+def write_outputs(
+    result: PredictResult,
+    output: str | os.PathLike[str],
+    plot: str | os.PathLike[str] | None = None,
+    annotations: str | os.PathLike[str] | None = None,
+    min_score: float = 0.2,
+) -> Path | None:
+    """The predictions JSON and, with ``plot``, a timeline of the predicted videos (ground
+    truth from ``annotations`` drawn under the detections); returns the figure's path."""
+    from tal.data.annotations import load_annotations
+    from tal.data.predictions import write_predictions
+    from tal.evaluation.plots import timeline_figure
+
+    write_predictions(result.detections, output)
+    if plot is None or not result.durations:
+        return None
+    ground_truth = load_annotations(annotations).videos if annotations is not None else None
+    return timeline_figure(
+        result.detections, list(result.durations), result.label_names, plot,
+        ground_truth=ground_truth, durations=result.durations, min_score=min_score,
+    )  # fmt: skip
