@@ -175,13 +175,19 @@ def maybe_fault(epoch: int, rank: int) -> None:
 
 def train_loop(cfg: dict[str, Any]) -> dict[str, Any]:
     """One worker's training (Ray Train calls it on every worker; N = 0 calls it here)."""
+    session = make_session(cfg, Path(cfg["output"]) / "checkpoint.pt")
+    if session.rank == 0:
+        return _train_worker(cfg, session, Path(cfg["output"]))
+    with tempfile.TemporaryDirectory(prefix="tal-rank-") as scratch:  # other ranks write nothing
+        return _train_worker(cfg, session, Path(scratch))
+
+
+def _train_worker(cfg: dict[str, Any], session, output: Path) -> dict[str, Any]:
     from tal.engine.checkpoint import load_checkpoint
     from tal.engine.trainer import prepare_trainer
 
     config = config_from_dict(cfg["config"], "training run config")
-    session = make_session(cfg, Path(cfg["output"]) / "checkpoint.pt")
     main = session.rank == 0
-    output = Path(cfg["output"]) if main else Path(tempfile.mkdtemp(prefix="tal-rank-"))
 
     def say(message: str) -> None:
         if main:
