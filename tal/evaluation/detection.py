@@ -48,9 +48,10 @@ class DetectionResult:
     num_predictions: int = 0
     ignored_labels: dict[str, int] = field(default_factory=dict)
     """Prediction labels absent from the ground truth subset, with counts (not evaluated)."""
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    """With ``curves=True``: per class, ``(precision, recall)`` arrays ``[T, N]`` along the
-    class's predictions in evaluation order (for precision-recall figures)."""
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    """With ``curves=True``: per class that has predictions, ``(precision, recall)`` arrays
+    ``[T, N]`` along its predictions in evaluation order (for precision-recall figures);
+    None when not asked for."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -263,7 +264,7 @@ def evaluate_detection(
     npos = np.bincount(gc, minlength=len(class_index))
     ap = np.zeros((len(thresholds), len(class_index)))
     names = {c: name for name, c in class_index.items()}
-    pr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pr: dict[str, tuple[np.ndarray, np.ndarray]] | None = {} if curves else None
     for c, (lo, hi) in enumerate(itertools.pairwise(cls_bounds)):  # one iteration per class
         if hi == lo:
             continue  # no prediction of this class: AP 0
@@ -271,7 +272,7 @@ def evaluate_detection(
         fp_cum = np.arange(1, hi - lo + 1, dtype=np.float64) - tp_cum
         precision, recall = tp_cum / (tp_cum + fp_cum), tp_cum / float(npos[c])
         ap[:, c] = interpolated_ap(precision, recall)
-        if curves:
+        if pr is not None:
             pr[names[c]] = (precision, recall)
     m_ap = ap.mean(axis=1)
     per_class = {name: ap[:, class_index[name]].tolist() for name in sorted(class_index)}

@@ -107,8 +107,9 @@ def precision_recall_figure(
     result: DetectionResult, path: str | os.PathLike[str], tiou: float = 0.5
 ) -> Path:
     """Precision against recall per class at the threshold nearest ``tiou`` (needs a result
-    evaluated with ``curves=True``)."""
-    if not result.curves:
+    evaluated with ``curves=True``). With no prediction of any ground-truth class (an
+    untrained model), the figure is empty and says so."""
+    if result.curves is None:
         raise ValueError("precision-recall figure: evaluate with curves=True")
     t = int(np.argmin(np.abs(np.asarray(result.tiou) - tiou)))
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -121,5 +122,8 @@ def precision_recall_figure(
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_title(f"precision-recall at tIoU {result.tiou[t]:g}")
-    ax.legend(fontsize=7)
+    if result.curves:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no predictions of the ground truth's classes", ha="center")
     return _save(fig, path)
