@@ -54,12 +54,17 @@ class Service:
         return STACK / f"{self.name}.log"
 
 
+def ports() -> dict[str, int]:
+    """The stack's ports: defaults, or ``STACK_<NAME>_PORT`` from the environment."""
+    defaults = {"ray": 6380, "ray_dashboard": 8265, "ray_agent": 52365, "mlflow": 5000,
+                "prefect": 4200}  # fmt: skip
+    return {k: int(os.environ.get(f"STACK_{k.upper()}_PORT", v)) for k, v in defaults.items()}
+
+
 def services() -> list[Service]:
-    ray_port = int(os.environ.get("STACK_RAY_PORT", 6380))
-    dash = int(os.environ.get("STACK_RAY_DASHBOARD_PORT", 8265))
-    agent = int(os.environ.get("STACK_RAY_AGENT_PORT", 52365))
-    mlflow_port = int(os.environ.get("STACK_MLFLOW_PORT", 5000))
-    prefect_port = int(os.environ.get("STACK_PREFECT_PORT", 4200))
+    port = ports()
+    ray_port, dash, agent = port["ray"], port["ray_dashboard"], port["ray_agent"]
+    mlflow_port, prefect_port = port["mlflow"], port["prefect"]
     # the project's environment first on PATH: `python` in a Ray job or a Prefect worker's
     # flow run is the one the project is installed in
     path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -100,12 +105,14 @@ def services() -> list[Service]:
 
 def environment() -> dict[str, str]:
     """What points the product (and the CLIs) at the stack."""
-    by = {s.name: s for s in services()}
+    port = ports()
     return {
-        "RAY_ADDRESS": f"http://{HOST}:{by['ray'].port}",
+        # the head's GCS address: `ray.init()` in a flow run joins the head with it, and
+        # `ray job submit` finds the head's dashboard (127.0.0.1:8265) through it
+        "RAY_ADDRESS": f"{HOST}:{port['ray']}",
         "RAY_AUTH_MODE": "disabled",
-        "MLFLOW_TRACKING_URI": f"http://{HOST}:{by['mlflow'].port}",
-        "PREFECT_API_URL": f"http://{HOST}:{by['prefect'].port}/api",
+        "MLFLOW_TRACKING_URI": f"http://{HOST}:{port['mlflow']}",
+        "PREFECT_API_URL": f"http://{HOST}:{port['prefect']}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
 
@@ -156,8 +163,8 @@ def up() -> None:
         raise StackError(
             "; ".join(f"port {s.port} on {HOST} (for {s.name}) is taken by another process"
                       for s in taken)
-            + ": stop it or choose another port (STACK_MLFLOW_PORT, STACK_PREFECT_PORT, "
-            "STACK_RAY_DASHBOARD_PORT, STACK_RAY_PORT, STACK_RAY_AGENT_PORT)"
+            + ": stop it or choose another port ("
+            + ", ".join(f"STACK_{k.upper()}_PORT" for k in ports()) + ")"
         )  # fmt: skip
     for s in todo:
         with open(s.log_file, "ab") as log:
