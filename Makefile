@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 PYTEST_ARGS ?=
+# the project's container image (infra/docker/Dockerfile), tagged with the package version
+IMAGE ?= tal-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: demo test install weights lint format bench clean up down status
+.PHONY: demo test install weights lint format bench clean up down status image
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +41,10 @@ down: $(STAMP)
 
 status: $(STAMP)
 	@$(BIN)/python infra/local/stack.py status
+
+# the image every cluster role runs (infra/README.md): CUDA PyTorch, Ray, the project, weights
+image:
+	docker build -f infra/docker/Dockerfile -t $(IMAGE) .
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
