@@ -27,6 +27,27 @@ def shared_data() -> Path:
     return path
 
 
+def _tiny_pipeline_config(run_dir: Path, name: str = "tiny", **synth) -> dict:
+    """A whole-pipeline config that runs in seconds: a synthetic dataset (8 videos of 6-9 s
+    unless ``synth`` changes it), 32 px features, a small I2Net, 2 epochs on 2 Ray workers."""
+    return {
+        "name": name, "dataset": name, "seed": 0, "run_dir": str(run_dir),
+        "data": {"synth": {"videos": 8, "classes": 3, "seed": 3, "size": 64, "fps": 10,
+                           "min_duration": 6, "max_duration": 9, **synth}},
+        "features": {"fps": 10, "input_size": 32, "clip_length": 8, "stride": 4,
+                     "flow_method": "dis", "dtype": "float16", "num_actors": 1},
+        "model": {"embed_dim": 32, "num_heads": 4, "num_levels": 3, "max_seq_len": 16,
+                  "attention_window": 5},
+        "training": {"epochs": 2, "eval_every": 2, "batch_size": 2, "num_workers": 2},
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_config():
+    """Builds a config of the whole pipeline that runs in seconds (see _tiny_pipeline_config)."""
+    return _tiny_pipeline_config
+
+
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory):
     """A small `tal synth` dataset (8 videos, 3 classes, 64 px, 10 fps, 6-9 s), made once."""

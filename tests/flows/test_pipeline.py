@@ -10,17 +10,6 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "name": "tiny", "dataset": "tiny", "seed": 0,
-    "data": {"synth": {"videos": 8, "classes": 3, "seed": 3, "size": 64, "fps": 10,
-                       "min_duration": 6, "max_duration": 9}},
-    "features": {"fps": 10, "input_size": 32, "clip_length": 8, "stride": 4,
-                 "flow_method": "dis", "dtype": "float16", "num_actors": 1},
-    "model": {"embed_dim": 32, "num_heads": 4, "num_levels": 3, "max_seq_len": 16,
-              "attention_window": 5},
-    "training": {"epochs": 2, "eval_every": 2, "batch_size": 2, "num_workers": 2},
-}  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def prefect_api():
@@ -30,14 +19,16 @@ def prefect_api():
         yield
 
 
-def test_pipeline_runs_end_to_end_and_reuses_work(prefect_api, tmp_path, ray_local):
+def test_pipeline_runs_end_to_end_and_reuses_work(
+    prefect_api, tmp_path, ray_local, tiny_pipeline_config
+):
     from prefect.client.orchestration import get_client
 
     from flows.pipeline import tal_pipeline
     from pipelines.tracking import client
 
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "run_dir": str(tmp_path / "run")}))
+    config.write_text(yaml.safe_dump(tiny_pipeline_config(tmp_path / "run")))
     first = tal_pipeline(str(config))
     run = tmp_path / "run"
     assert first["extracted"]["done"] == 8 and first["extracted"]["failed"] == 0

@@ -25,18 +25,9 @@ BIN = Path(sys.executable).parent
 STACK = [sys.executable, str(ROOT / "infra" / "local" / "stack.py")]
 POOL = "tal-local"  # the work pool of prefect.yaml
 
-# tal-pipeline on 10 synthetic videos of 20-30 s: extraction takes long enough (about 1 s a
-# video on 2 cores) to be killed half way
-KILLED = {
-    "name": "deployed", "dataset": "deployed", "seed": 0,
-    "data": {"synth": {"videos": 10, "classes": 3, "seed": 3, "size": 64, "fps": 10,
-                       "min_duration": 20, "max_duration": 30}},
-    "features": {"fps": 10, "input_size": 64, "clip_length": 8, "stride": 4,
-                 "flow_method": "dis", "dtype": "float16", "num_actors": 1},
-    "model": {"embed_dim": 32, "num_heads": 4, "num_levels": 3, "max_seq_len": 16,
-              "attention_window": 5},
-    "training": {"epochs": 2, "eval_every": 2, "batch_size": 2, "num_workers": 2},
-}  # fmt: skip
+# tal-pipeline on 10 synthetic videos of 20-30 s with 64 px features: extraction takes long
+# enough (about 1 s a video on 2 cores) to be killed half way
+KILLED_SYNTH = {"videos": 10, "min_duration": 20, "max_duration": 30}
 
 
 def _free_port() -> int:
@@ -196,10 +187,14 @@ def _stop_worker(worker: subprocess.Popen) -> None:
         worker.wait(timeout=10)
 
 
-def test_deployment_killed_during_extraction_resumes_on_the_next_run(stack, tmp_path):
+def test_deployment_killed_during_extraction_resumes_on_the_next_run(
+    stack, tmp_path, tiny_pipeline_config
+):
     run_dir = tmp_path / "run"
     config = tmp_path / "deployed.yaml"
-    config.write_text(yaml.safe_dump({**KILLED, "run_dir": str(run_dir)}))
+    killed = tiny_pipeline_config(run_dir, "deployed", **KILLED_SYNTH)
+    killed["features"]["input_size"] = 64
+    config.write_text(yaml.safe_dump(killed))
     store = run_dir / "features.zarr"
 
     pool = stack.prefect("work-pool", "create", POOL, "--type", "process")
