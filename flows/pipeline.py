@@ -105,6 +105,8 @@ def summary_markdown(
     extracted: dict, trained: dict, evaluated: dict, predicted: dict, tracking: str
 ) -> str:
     """The pipeline's result as a markdown table plus where everything is."""
+    from pipelines.tracking import ui_links
+
     rows = [
         f"| {k.removeprefix('val_mAP_')} | {v:.4f} |" for k, v in sorted(trained["mAP"].items())
     ]
@@ -130,6 +132,10 @@ def summary_markdown(
         f"- Predictions on {predicted['videos']} held-out videos: `{predicted['predictions']}`, "
         f"timeline `{predicted['plot']}`",
     ]
+    links = ui_links(
+        tracking, trained["experiment_id"], trained["run_id"], reg.get("name"), reg.get("version")
+    )
+    lines += [f"- [MLflow {what}]({url})" for what, url in links.items()]
     if tracking.startswith("sqlite:///"):
         lines.append(f"- Open the UI: `mlflow ui --backend-store-uri {tracking}`")
     return "\n".join(lines) + "\n"

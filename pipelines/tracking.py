@@ -77,6 +77,21 @@ def artifact_location(uri: str) -> str | None:
     return None
 
 
+def ui_links(
+    uri: str, experiment_id: str, run_id: str, model: str | None = None,
+    version: str | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """Links into the MLflow UI of a tracking server (none for a local file store, whose UI
+    is opened with ``mlflow ui --backend-store-uri``)."""
+    if not uri.startswith(("http://", "https://")):
+        return {}
+    base = uri.rstrip("/")
+    links = {"run": f"{base}/#/experiments/{experiment_id}/runs/{run_id}"}
+    if model is not None and version is not None:
+        links["model"] = f"{base}/#/models/{model}/versions/{version}"
+    return links
+
+
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
