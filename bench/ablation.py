@@ -12,9 +12,10 @@ average mAP over the config's tIoU thresholds, per variant, and the training tim
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
+
+from seed_table import print_seed_table
 
 from tal.config import load_config
 from tal.engine.inference import infer_from_checkpoint
@@ -77,15 +78,7 @@ def main() -> None:
         f"\naverage mAP over tIoU {', '.join(f'{t:g}' for t in tious)} on "
         f"{load_config(args.config, args.set).evaluation.subset}, seeds {args.seeds}:\n"
     )
-    print("| variant | mean | std | per seed | training s (mean) |")
-    print("|---|---|---|---|---|")
-    for label, values in scores.items():
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        per_seed = ", ".join(f"{v:.3f}" for v in values)
-        print(
-            f"| {label} | {statistics.mean(values):.3f} | {std:.3f} | {per_seed} | "
-            f"{statistics.mean(seconds[label]):.0f} |"
-        )
+    print_seed_table("variant", scores, seconds)
 
 
 if __name__ == "__main__":

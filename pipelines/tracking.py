@@ -29,6 +29,8 @@ METRIC_NAMES = {
     "loss": "train_loss",
     "cls_loss": "train_cls_loss",
     "reg_loss": "train_reg_loss",
+    "sensitivity_loss": "train_sensitivity_loss",  # ASL
+    "contrastive_loss": "train_contrastive_loss",  # ASL
     "seconds": "epoch_seconds",
 }
 

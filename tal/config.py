@@ -99,6 +99,31 @@ class PairsConfig(_Section):
     seed: int = 0
 
 
+class ASLConfig(_Section):
+    """Action Sensitivity Learning (Shao et al., ICCV 2023) on the one-stage localizer: how
+    much each frame of an action counts in the classification and regression losses, from a
+    class-level branch (learned Gaussians over the frame's position inside the action, per
+    class and sub-task) and an instance-level branch (per-frame sensitivity predicted from
+    features), plus the action-sensitive contrastive loss."""
+
+    instance_branch: bool = True
+    combine: Literal["prod", "mean"] = Field(
+        "prod", description="class-level and instance-level weights: product or mean"
+    )
+    instance_weight: float = Field(1.0, ge=0, description="weight of the instance-level MSE")
+    contrastive_weight: float = Field(0.1, ge=0, description="weight of the contrastive loss")
+    temperature: float = Field(0.07, gt=0)
+    region: float = Field(
+        0.2, gt=0, le=0.5, description="half-width of centre/boundary regions, x action length"
+    )
+    min_sigma: float = Field(0.05, gt=0, description="floor of the Gaussians' widths")
+    normalize: bool = Field(
+        False,
+        description="scale the positives' weights to mean 1 per sub-task (they then shift "
+        "emphasis between a batch's positive frames without shrinking the foreground's share)",
+    )
+
+
 class ModelConfig(_Section):
     name: Literal["i2net", "actionformer", "asl", "co2net"] = "i2net"
     intra_attention: bool = True
@@ -112,6 +137,7 @@ class ModelConfig(_Section):
     attention_window: int = Field(
         9, ge=1, description="points each self-attention query sees (odd, centred on it)"
     )
+    asl: ASLConfig = ASLConfig()
 
     @field_validator("attention_window")
     @classmethod

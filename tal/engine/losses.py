@@ -125,13 +125,19 @@ class LocalizationLoss(nn.Module):
         cls_t, reg_t, pos = (torch.stack(parts) for parts in zip(*per_video, strict=True))
         return cls_t, reg_t, pos
 
-    def forward(
+    def global_count(self, count: float) -> float:
+        """``count`` summed over the data-parallel ranks (itself in one process)."""
+        return self.reduce_count(count) if self.reduce_count is not None else count
+
+    def prepare(
         self, outputs: dict, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor]
-    ) -> dict[str, Tensor | float]:
-        """``{"cls_loss", "reg_loss", "loss"}`` scalar tensors and ``num_pos`` (float)."""
-        cls_logits = torch.cat(list(outputs["cls_logits"]), dim=1).float()  # [B, P, C]
-        offsets = torch.cat(list(outputs["offsets"]), dim=1).float()  # [B, P, 2], fp32 under AMP
-        valid = torch.cat(list(outputs["masks"]), dim=1).bool()  # [B, P]
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float]:
+        """The batch's outputs over all levels, ``cls_logits [B, P, C]``, ``offsets [B, P, 2]``
+        (fp32 under AMP) and ``valid [B, P]``; its targets ``cls, reg, positive`` (positives
+        on real points only); and the normaliser after this batch's update."""
+        cls_logits = torch.cat(list(outputs["cls_logits"]), dim=1).float()
+        offsets = torch.cat(list(outputs["offsets"]), dim=1).float()
+        valid = torch.cat(list(outputs["masks"]), dim=1).bool()
         if len(gt_segments) != cls_logits.shape[0]:
             raise ValueError(
                 f"got ground truth for {len(gt_segments)} videos but outputs for "
@@ -139,16 +145,26 @@ class LocalizationLoss(nn.Module):
             )
         cls_t, reg_t, pos = self.targets(outputs, gt_segments, gt_labels)
         pos = pos & valid
-        num_pos = float(pos.sum())
-        norm = self._update_normalizer(
-            self.reduce_count(num_pos) if self.reduce_count is not None else num_pos
+        norm = self._update_normalizer(self.global_count(float(pos.sum())))
+        return cls_logits, offsets, valid, cls_t, reg_t, pos, norm
+
+    def smoothed(self, cls_target: Tensor) -> Tensor:
+        """Classification targets with ``label_smoothing`` applied."""
+        if self.label_smoothing <= 0:
+            return cls_target
+        return cls_target * (1 - self.label_smoothing) + self.label_smoothing / (
+            self.num_classes + 1
         )
 
-        cls_target = cls_t[valid]
-        if self.label_smoothing > 0:
-            cls_target = cls_target * (1 - self.label_smoothing) + self.label_smoothing / (
-                self.num_classes + 1
-            )
+    def forward(
+        self, outputs: dict, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor]
+    ) -> dict[str, Tensor | float]:
+        """``{"cls_loss", "reg_loss", "loss"}`` scalar tensors and ``num_pos`` (float)."""
+        cls_logits, offsets, valid, cls_t, reg_t, pos, norm = self.prepare(
+            outputs, gt_segments, gt_labels
+        )
+        num_pos = float(pos.sum())
+        cls_target = self.smoothed(cls_t[valid])
         cls_loss = sigmoid_focal_loss(cls_logits[valid], cls_target, reduction="sum") / norm
         if num_pos > 0:
             reg_loss = diou_loss_1d(offsets[pos], reg_t[pos], reduction="sum") / norm

@@ -38,6 +38,7 @@ from tal.data.annotations import AnnotationSet, load_annotations
 from tal.data.dataset import FeatureDataset, PairDataset, collate_pairs, open_store
 from tal.data.predictions import Detections, write_predictions
 from tal.data.sampler import ShardedBatchSampler
+from tal.engine.asl_loss import ActionSensitiveLoss
 from tal.engine.checkpoint import load_checkpoint, save_checkpoint
 from tal.engine.distributed import DistContext
 from tal.engine.ema import ModelEMA
@@ -122,6 +123,12 @@ def load_data(
 
 
 def build_model(config: ExperimentConfig, in_dim: int, num_classes: int) -> Localizer:
+    """The localizer of ``model.name``: I2Net / ActionFormer, or ASL on the same pyramid."""
+    if config.model.name not in ("i2net", "actionformer", "asl"):
+        raise ValueError(
+            f"model.name {config.model.name!r} is not trainable by the localizer trainer yet "
+            "(available: i2net, actionformer, asl)"
+        )
     return Localizer(config.model, in_dim=in_dim, num_classes=num_classes)
 
 
@@ -164,8 +171,11 @@ class Trainer:
         self.model = build_model(config, data.in_dim, num_classes).to(self.device)
         self.ema = ModelEMA(self.model, config.training.ema_decay)
         t = config.training
-        self.criterion = LocalizationLoss(
-            num_classes, center_radius=t.center_radius, reg_weight=t.reg_weight
+        loss_args = {"center_radius": t.center_radius, "reg_weight": t.reg_weight}
+        self.criterion = (
+            ActionSensitiveLoss(num_classes, config.model.asl, **loss_args)
+            if config.model.name == "asl"
+            else LocalizationLoss(num_classes, **loss_args)
         )
         # what runs forward and backward: the model itself, or its DDP wrapper, which
         # averages gradients over the ranks during backward
@@ -378,10 +388,15 @@ EpochCallback = Callable[[dict[str, Any], Path | None], None]
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    terms = ", ".join(
+        f"{name} {row[key]:.3f}"
+        for name, key in (("cls", "cls_loss"), ("reg", "reg_loss"),
+                          ("sensitivity", "sensitivity_loss"), ("contrastive", "contrastive_loss"))
+        if key in row
+    )  # fmt: skip
     line = (
-        f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.3f} (cls {row['cls_loss']:.3f}, "
-        f"reg {row['reg_loss']:.3f}), lr {row['lr']:.2e}, {row['samples_per_second']:.1f} "
-        f"videos/s"
+        f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.3f} ({terms}), lr {row['lr']:.2e}, "
+        f"{row['samples_per_second']:.1f} videos/s"
     )
     if "val_average_mAP" in row:
         line += f", val average mAP {row['val_average_mAP']:.4f}"
@@ -406,8 +421,12 @@ def _join_streams(out: dict) -> dict:
     partner = out["partner"]
     joined = {
         key: [torch.cat([x, y]) for x, y in zip(out[key], partner[key], strict=True)]
-        for key in ("cls_logits", "offsets", "masks")
+        for key in ("cls_logits", "offsets", "masks", "sensitivity")
+        if key in out
     }
+    if "features" in out:
+        joined["features"] = torch.cat([out["features"], partner["features"]])
+        joined["class_sensitivity"] = out["class_sensitivity"]
     return joined | {"strides": out["strides"]}
 
 

@@ -18,7 +18,9 @@ first on the embedding, the others on the previous level halved by a stride-2 ma
 
 Heads are shared across levels: a classification head (sigmoid logits, one per class) and a
 regression head whose non-negative outputs are distances to the start and end in units of
-the level stride. With both attentions off this is a plain ActionFormer-style model.
+the level stride. With both attentions off this is a plain ActionFormer-style model. With
+``name: asl`` the model also carries ASL's class-level Gaussians and, per level, its
+instance-level sensitivity head (``tal.models.asl``), which shape the training loss only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tal.config import ModelConfig
+from tal.models.asl import ClassSensitivity, InstanceSensitivity
 from tal.models.blocks import (
     ConvNormReLU,
     CrossAttentionBlock,
@@ -97,7 +100,9 @@ class Localizer(nn.Module):
     returns ``{"cls_logits": [B, T_l, num_classes] per level, "offsets": [B, T_l, 2],
     "masks": [B, T_l], "strides": [2**l]}`` for the first video, plus ``"partner"`` (the same
     dict for the partner) when a partner was given and inter-video attention is on. Partner
-    inputs are ignored when it is off. Padded points of every output are zero.
+    inputs are ignored when it is off. Padded points of every output are zero. An ASL model
+    adds ``"features"`` (level 0, ``[B, T, D]``), ``"class_sensitivity"`` (the module) and,
+    with the instance branch, ``"sensitivity"`` (``[B, T_l, 2]`` per level).
     """
 
     divisible_by = staticmethod(divisible_by)
@@ -130,6 +135,11 @@ class Localizer(nn.Module):
         )
         self.cls_head = ClassificationHead(dim, num_classes)
         self.reg_head = RegressionHead(dim, config.num_levels)
+        asl = config.name == "asl"
+        self.class_sensitivity = (
+            ClassSensitivity(num_classes, config.asl.min_sigma) if asl else None
+        )
+        self.sensitivity = InstanceSensitivity(dim) if asl and config.asl.instance_branch else None
 
     def _check(self, feats: Tensor, masks: Tensor, name: str) -> Tensor:
         if feats.dim() != 3 or feats.shape[1] != self.in_dim:
@@ -155,13 +165,21 @@ class Localizer(nn.Module):
         return self.levels[level](x, mask), mask
 
     def _heads(self, feats: list[Tensor], masks: list[Tensor]) -> dict:
-        cls_logits, offsets = [], []
+        cls_logits, offsets, sensitivity = [], [], []
         for level, (x, mask) in enumerate(zip(feats, masks, strict=True)):
             x = x.transpose(1, 2)
             cls_logits.append(self.cls_head(x, mask))
             offsets.append(self.reg_head(x, mask, level))
+            if self.sensitivity is not None:
+                sensitivity.append(self.sensitivity(x, mask))
         strides = [2**level for level in range(self.num_levels)]
-        return {"cls_logits": cls_logits, "offsets": offsets, "masks": masks, "strides": strides}
+        out = {"cls_logits": cls_logits, "offsets": offsets, "masks": masks, "strides": strides}
+        if self.class_sensitivity is not None:  # what ASL's loss needs besides the heads
+            out["features"] = feats[0]
+            out["class_sensitivity"] = self.class_sensitivity
+        if self.sensitivity is not None:
+            out["sensitivity"] = sensitivity
+        return out
 
     def forward(
         self,

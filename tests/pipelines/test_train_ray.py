@@ -193,3 +193,16 @@ def test_interrupted_run_continues_with_resume(toy_store, tmp_path, ray_local, m
     assert len(resumed) == 1 and resumed[0] in (1, 2)
     steps = [m.step for m in c.get_metric_history(outcome.run_id, "train_loss")]
     assert steps == [1, 2, *range(int(resumed[0]) + 1, 5)]
+
+
+def test_asl_trains_on_two_ray_workers_and_is_tracked(toy_store, tmp_path, ray_local):
+    asl = {"model.name": "asl", "model.intra_attention": False, "model.inter_attention": False}
+    outcome = _train(toy_store, tmp_path / "run", 2, **asl)
+    c = client(outcome.tracking_uri)
+    run = c.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED" and outcome.workers == 2
+    assert run.data.tags["method"] == "asl" and run.data.params["model.asl.combine"] == "prod"
+    for name in ("train_sensitivity_loss", "train_contrastive_loss", "train_cls_loss"):
+        history = c.get_metric_history(outcome.run_id, name)
+        assert len(history) == 6 and all(m.value > 0 for m in history), name
+    assert outcome.registration.name == "toy-asl" and outcome.registration.version == "1"

@@ -125,3 +125,23 @@ def test_paired_step_evaluates_the_loss_once_over_both_videos(toy_store, tmp_pat
         _, _, pos = trainer.criterion.targets(out, batch["segments"], batch["labels"])
         positives += float((pos & torch.cat(out["masks"], 1).bool()).sum())
     assert positives > 0 and float(trainer.criterion.normalizer) == positives
+
+
+def test_asl_trains_with_its_loss_terms(toy_store, tmp_path):
+    _, ann, store = toy_store
+    config = _config(**{"model.name": "asl", "model.inter_attention": False,
+                        "model.intra_attention": False})  # fmt: skip
+    metrics = train_localizer(config, ann, store, None, tmp_path, log=lambda _m: None)
+    assert metrics["average_mAP"] > 0.6, metrics["mAP"]
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert all(row["sensitivity_loss"] > 0 and row["contrastive_loss"] > 0 for row in history)
+    # the class-level Gaussians were trained and travel with the checkpoint
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    mu = state["model"]["class_sensitivity.mu"]
+    assert mu.shape == (2, 3) and not torch.equal(mu[:, 0], torch.zeros(2))
+
+
+def test_models_without_a_trainer_are_refused(toy_store, tmp_path):
+    _, ann, store = toy_store
+    with pytest.raises(ValueError, match="co2net"):
+        train_localizer(_config(**{"model.name": "co2net"}), ann, store, None, tmp_path)

@@ -1,0 +1,184 @@
+"""ASL's training loss: the localizer's focal + DIoU loss reweighted per frame by action
+sensitivity, the instance-level sensitivity loss, and the action-sensitive contrastive loss.
+
+With ``p`` the class-level weights and ``q`` the instance-level predictions of a positive
+point (``tal.models.asl``), the point's weight per sub-task is ``p * q`` (``combine: prod``)
+or ``(p + q) / 2`` (``mean``), with ``q`` detached so that it is trained only by its own loss;
+negatives keep weight 1, as in the authors' class-level code. ``q`` is trained with a squared
+error towards the quality the localizer reaches at the point: its sigmoid probability of the
+true class(es) and the tIoU of its decoded segment with the ground truth (both detached).
+
+The contrastive loss follows the authors' segment-level design: per ground-truth action, on
+the level-0 features, the mean feature of its centre region (action-aware for
+classification), of its two boundary regions (for regression) and of the two regions just
+outside it (action-irrelevant); regions are ``region * length`` (at least 1 step) wide. Centre
+and boundary features are anchors; an anchor's positives are the other anchors of the same
+class in the batch (both videos of a pair included), and everything else, outside features
+included, is in its denominator (multi-positive InfoNCE at ``temperature`` on L2-normalised
+features). All terms are divided by batch-global counts, so data-parallel ranks add up to the
+loss of the whole batch; the contrastive pairs, though, are formed within each rank's share of
+the batch (anchors are not gathered across ranks), so that term depends on the rank count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tal.config import ASLConfig
+from tal.engine.losses import LocalizationLoss, diou_loss_1d, sigmoid_focal_loss
+from tal.models.asl import relative_position
+
+
+def segment_iou_1d(pred: Tensor, target: Tensor) -> Tensor:
+    """IoU of segments given as ``(d_start, d_end)`` distances from the same point, ``[N]``."""
+    inter = torch.minimum(pred[:, 0], target[:, 0]) + torch.minimum(pred[:, 1], target[:, 1])
+    inter = inter.clamp(min=0)
+    union = pred.sum(1) + target.sum(1) - inter
+    return inter / union.clamp(min=1e-8)
+
+
+def _region_mean(feats: Tensor, lo: float, hi: float) -> Tensor | None:
+    """Mean of the features at integer steps in ``[lo, hi]`` (``feats`` ``[T, D]``), or None
+    when no step falls inside."""
+    first, last = max(math.ceil(lo), 0), min(math.floor(hi), len(feats) - 1)
+    if last < first:
+        return None
+    return feats[first : last + 1].mean(0)
+
+
+def contrastive_features(
+    feats: Tensor, length: int, segments: Tensor, labels: Tensor, region: float
+) -> tuple[list[Tensor], list[int], list[Tensor]]:
+    """Anchors (centre and boundary means, with their labels) and outside means of the
+    actions of one video; ``feats`` ``[T, D]`` with ``length`` real steps, segments in steps."""
+    feats = feats[:length]
+    anchors, anchor_labels, outside = [], [], []
+    for (start, end), label in zip(segments.tolist(), labels.tolist(), strict=True):
+        width = max(1.0, region * (end - start))
+        centre = (start + end) / 2
+        centre_mean = _region_mean(feats, max(centre - width, start), min(centre + width, end))
+        if centre_mean is None:  # an action shorter than a step: its nearest step
+            centre_mean = feats[min(max(round(centre), 0), length - 1)]
+        bounds = [_region_mean(feats, start, start + width), _region_mean(feats, end - width, end)]
+        bounds = [b for b in bounds if b is not None]
+        anchors.append(centre_mean)
+        anchor_labels.append(int(label))
+        if bounds:
+            anchors.append(torch.stack(bounds).mean(0))
+            anchor_labels.append(int(label))
+        outer = [
+            _region_mean(feats, start - 1 - width, start - 1),
+            _region_mean(feats, end + 1, end + 1 + width),
+        ]
+        outer = [o for o in outer if o is not None]
+        if outer:
+            outside.append(torch.stack(outer).mean(0))
+    return anchors, anchor_labels, outside
+
+
+def action_sensitive_contrastive(
+    features: Tensor,
+    masks: Tensor,
+    gt_segments: Sequence[Tensor],
+    gt_labels: Sequence[Tensor],
+    region: float = 0.2,
+    temperature: float = 0.07,
+) -> tuple[Tensor, int]:
+    """Sum over anchors of the multi-positive InfoNCE loss, and the number of anchors with a
+    positive (see the module docstring). ``features`` ``[B, T, D]``, ``masks`` ``[B, T]``."""
+    anchors, labels, outside = [], [], []
+    for b, (segs, labs) in enumerate(zip(gt_segments, gt_labels, strict=True)):
+        a, la, o = contrastive_features(
+            features[b], int(masks[b].sum()), segs.float().reshape(-1, 2), labs, region
+        )
+        anchors += a
+        labels += la
+        outside += o
+    if len(anchors) < 2:
+        return features.sum() * 0.0, 0
+    a = F.normalize(torch.stack(anchors).float(), dim=1)  # [M, D]
+    keys = torch.cat([a, F.normalize(torch.stack(outside).float(), dim=1)]) if outside else a
+    sim = a @ keys.T / temperature  # [M, M + K]
+    m = len(anchors)
+    lab = torch.tensor(labels, device=a.device)
+    self_mask = torch.zeros_like(sim, dtype=torch.bool)
+    self_mask[:, :m] = torch.eye(m, dtype=torch.bool, device=a.device)
+    positive = torch.zeros_like(self_mask)
+    positive[:, :m] = (lab[:, None] == lab[None, :]) & ~self_mask[:, :m]
+    has_pos = positive.any(1)
+    if not bool(has_pos.any()):
+        return features.sum() * 0.0, 0
+    sim = sim.masked_fill(self_mask, float("-inf"))
+    log_all = torch.logsumexp(sim, dim=1)
+    log_pos = torch.logsumexp(sim.masked_fill(~positive, float("-inf")), dim=1)
+    loss = (log_all - log_pos)[has_pos]
+    return loss.sum(), int(has_pos.sum())
+
+
+class ActionSensitiveLoss(LocalizationLoss):
+    """``LocalizationLoss`` with ASL's reweighting and extra terms; returns ``cls_loss``,
+    ``reg_loss``, ``sensitivity_loss``, ``contrastive_loss``, ``loss`` and ``num_pos``."""
+
+    def __init__(self, num_classes: int, asl: ASLConfig, **kwargs) -> None:
+        super().__init__(num_classes, **kwargs)
+        self.asl = asl
+
+    def forward(
+        self, outputs: dict, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor]
+    ) -> dict[str, Tensor | float]:
+        if "class_sensitivity" not in outputs:
+            raise ValueError("ActionSensitiveLoss needs an ASL model's outputs (model.name: asl)")
+        cls_logits, offsets, valid, cls_t, reg_t, pos, norm = self.prepare(
+            outputs, gt_segments, gt_labels
+        )
+        num_pos = float(pos.sum())
+
+        # class-level weights of the positives, and the instance-level ones
+        weights = outputs["class_sensitivity"](relative_position(reg_t[pos]), cls_t[pos]).float()
+        sensitivity_loss = cls_logits.sum() * 0.0
+        if "sensitivity" in outputs:
+            predicted = torch.cat(list(outputs["sensitivity"]), dim=1).float()[pos]  # [N, 2]
+            with torch.no_grad():
+                prob = torch.sigmoid(cls_logits[pos])
+                cls_quality = (prob * cls_t[pos]).sum(1) / cls_t[pos].sum(1).clamp(min=1)
+                loc_quality = segment_iou_1d(offsets[pos], reg_t[pos])
+                quality = torch.stack([cls_quality, loc_quality], dim=1)
+            sensitivity_loss = F.mse_loss(predicted, quality, reduction="sum") / norm
+            q = predicted.detach()
+            weights = weights * q if self.asl.combine == "prod" else (weights + q) / 2
+
+        if self.asl.normalize and len(weights):
+            weights = weights / weights.mean(0, keepdim=True).clamp(min=1e-6)
+
+        cls_target = self.smoothed(cls_t[valid])
+        focal = sigmoid_focal_loss(cls_logits[valid], cls_target, reduction="none").sum(1)
+        point_weight = torch.ones_like(pos, dtype=focal.dtype)
+        point_weight[pos] = weights[:, 0]
+        cls_loss = (focal * point_weight[valid]).sum() / norm
+        if num_pos > 0:
+            diou = diou_loss_1d(offsets[pos], reg_t[pos], reduction="none")
+            reg_loss = (diou * weights[:, 1]).sum() / norm
+        else:
+            reg_loss = 0.0 * offsets.sum()
+
+        masks0 = outputs["masks"][0]
+        total, anchors = action_sensitive_contrastive(
+            outputs["features"], masks0, gt_segments, gt_labels,
+            self.asl.region, self.asl.temperature,
+        )  # fmt: skip
+        contrastive_loss = total / max(self.global_count(float(anchors)), 1.0)
+        loss = (
+            cls_loss
+            + self.reg_weight * reg_loss
+            + self.asl.instance_weight * sensitivity_loss
+            + self.asl.contrastive_weight * contrastive_loss
+        )
+        return {
+            "cls_loss": cls_loss, "reg_loss": reg_loss, "sensitivity_loss": sensitivity_loss,
+            "contrastive_loss": contrastive_loss, "loss": loss, "num_pos": num_pos,
+        }  # fmt: skip
