@@ -124,6 +124,33 @@ class ASLConfig(_Section):
     )
 
 
+class CO2NetConfig(_Section):
+    """CO2-Net (Hong et al., ACM MM 2021), weakly supervised: video-level labels only. Widths
+    default to the paper's for 1024-d RGB + 1024-d flow inputs (the first half of the
+    features is RGB, the second flow); the loss weights and inference settings are those of
+    the authors' released THUMOS14 code."""
+
+    attention_dim: int = Field(512, ge=1, description="hidden width of the attention branch")
+    fusion_dim: int | None = Field(None, ge=1, description="default: the input width")
+    dropout: float = Field(0.7, ge=0, lt=1, description="fusion and classifier dropout")
+    consensus_dropout: float = Field(0.5, ge=0, lt=1, description="dropout inside the CCMs")
+    topk_ratio: int = Field(7, ge=1, description="MIL pooling over the top T // r points")
+    coactivity_weight: float = Field(1.0, ge=0)
+    coactivity_margin: float = Field(0.5, ge=0)
+    mutual_weight: float = Field(1.0, ge=0)
+    sparsity_weight: float = Field(0.8, ge=0)
+    guide_weight: float = Field(0.8, ge=0)
+    class_threshold: float = Field(0.2, ge=0, le=1, description="video score to localize a class")
+    score_topk_ratio: int = Field(10, ge=1, description="video scores from the top T // r points")
+    thresholds: list[float] = Field(
+        default_factory=lambda: [round(0.1 + i * 0.8 / 9, 6) for i in range(10)],
+        description="attention thresholds whose runs of points become proposals",
+    )
+    oic_outer: float = Field(0.25, ge=0, description="outer region, x proposal length")
+    oic_gamma: float = Field(0.2, ge=0, description="weight of the video score in a proposal's")
+    nms_sigma: float = Field(0.3, gt=0, description="Gaussian Soft-NMS sigma")
+
+
 class ModelConfig(_Section):
     name: Literal["i2net", "actionformer", "asl", "co2net"] = "i2net"
     intra_attention: bool = True
@@ -138,6 +165,7 @@ class ModelConfig(_Section):
         9, ge=1, description="points each self-attention query sees (odd, centred on it)"
     )
     asl: ASLConfig = ASLConfig()
+    co2net: CO2NetConfig = CO2NetConfig()
 
     @field_validator("attention_window")
     @classmethod
