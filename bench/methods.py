@@ -4,11 +4,12 @@ launcher with MLflow tracking, for several seeds; prints average mAP (mean, spre
     python bench/methods.py [--config configs/demo.yaml] [--seeds 0 1 2] [--methods ...]
                             [--workers 2] [--set key=value ...]
 
-Uses the config's dataset and feature store (run `make demo` first). Every run goes to the
-MLflow experiment ``methods`` of the config's tracking store (a SQLite file in
-``--out`` unless ``MLFLOW_TRACKING_URI`` or the config names one), one run per method and
-seed, tagged with both. Methods: the ActionFormer-style baseline, I2Net (intra + inter-video
-attention), ASL. (CO2-Net and I2Net on ATA features join as their issue lands.)
+Each method runs its own config (``configs/demo*.yaml``) on the dataset, feature store and
+evaluation thresholds of ``--config`` (run `make demo` first); ``--set`` applies to all.
+Every run goes to the MLflow experiment ``methods`` (the config's tracking store, else
+``MLFLOW_TRACKING_URI``, else ``--out``/mlflow.db). Methods: the ActionFormer-style baseline,
+I2Net (intra + inter-video attention), ASL, CO2-Net (video-level labels only); I2Net on ATA
+features joins when ATA lands.
 """
 
 from __future__ import annotations
@@ -23,19 +24,15 @@ from seed_table import print_seed_table
 from pipelines.train import run_training
 from tal.config import load_config
 
-METHODS = {  # key: (label, overrides)
+METHODS = {  # key: (label, the method's config, overrides)
     "baseline": (
         "ActionFormer-style baseline",
-        ["model.name=i2net", "model.intra_attention=false", "model.inter_attention=false"],
+        "configs/demo.yaml",
+        ["model.intra_attention=false", "model.inter_attention=false"],
     ),
-    "i2net": (
-        "I2Net (intra + inter)",
-        ["model.name=i2net", "model.intra_attention=true", "model.inter_attention=true"],
-    ),
-    "asl": (
-        "ASL",
-        ["model.name=asl", "model.intra_attention=false", "model.inter_attention=false"],
-    ),
+    "i2net": ("I2Net (intra + inter)", "configs/demo.yaml", []),
+    "asl": ("ASL", "configs/demo_asl.yaml", []),
+    "co2net": ("CO2-Net (video-level labels only)", "configs/demo_co2net.yaml", []),
 }
 
 
@@ -49,7 +46,12 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench/methods")
     args = parser.parse_args()
     base = load_config(args.config, args.set)
-    data = [f"data.root={base.data.root}", f"features.store={base.features.store}"]
+    # every method on the base config's data, features and evaluation thresholds
+    tious = "[" + ", ".join(str(t) for t in base.evaluation.tiou_thresholds) + "]"
+    data = [
+        f"data.root={base.data.root}", f"features.store={base.features.store}",
+        f"evaluation.subset={base.evaluation.subset}", f"evaluation.tiou_thresholds={tious}",
+    ]  # fmt: skip
     tracking = (
         base.tracking.tracking_uri
         or os.environ.get("MLFLOW_TRACKING_URI")
@@ -61,11 +63,11 @@ def main() -> None:
     seconds: dict[str, list[float]] = {}
     for seed in args.seeds:
         for key in args.methods:
-            label, sets = METHODS[key]
+            label, method_config, sets = METHODS[key]
             out = Path(args.out) / f"{key}_seed{seed}"
             config = load_config(
-                args.config,
-                [*args.set, *data, *sets, f"seed={seed}", f"run_dir={out}",
+                method_config,
+                [*data, *sets, *args.set, f"seed={seed}", f"run_dir={out}",
                  "tracking.experiment=methods", f"tracking.tracking_uri={tracking}"],
             )  # fmt: skip
             t0 = time.perf_counter()

@@ -31,6 +31,12 @@ METRIC_NAMES = {
     "reg_loss": "train_reg_loss",
     "sensitivity_loss": "train_sensitivity_loss",  # ASL
     "contrastive_loss": "train_contrastive_loss",  # ASL
+    "mil": "train_mil_loss",  # CO2-Net
+    "mil_suppressed": "train_mil_suppressed_loss",
+    "coactivity": "train_coactivity_loss",
+    "mutual": "train_mutual_loss",
+    "sparsity": "train_sparsity_loss",
+    "guide": "train_guide_loss",
     "seconds": "epoch_seconds",
 }
 

@@ -174,6 +174,11 @@ class ModelConfig(_Section):
             raise ValueError("must be odd (a window centred on each point)")
         return v
 
+    @property
+    def takes_partner(self) -> bool:
+        """Whether the network takes a partner video (I2Net's inter-video attention)."""
+        return self.inter_attention and self.name != "co2net"
+
     @model_validator(mode="after")
     def _crop_fits_pyramid(self) -> ModelConfig:
         levels = 2 ** (self.num_levels - 1)

@@ -173,6 +173,12 @@ class FeatureDataset(Dataset):
     in the store's order) are concatenated along channels. With ``training`` and
     ``max_seq_len``, longer videos are cropped (see the module docstring); ``set_epoch``
     changes the windows from one epoch to the next.
+
+    With ``weak`` (weakly supervised training) only the classes of each video's instances
+    are read, never their segments: items carry no segments and ``labels`` are the video's
+    distinct classes; a training video longer than ``max_seq_len`` is resampled to that
+    length (one random point from each of ``max_seq_len`` equal bins, new every epoch)
+    instead of cropped, so that no action is cut out of a video whose labels say it has it.
     """
 
     def __init__(
@@ -187,6 +193,7 @@ class FeatureDataset(Dataset):
         trunc_threshold: float = 0.5,
         seed: int = 0,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        weak: bool = False,
     ):
         self._store: FeatureStore | None = (
             store if isinstance(store, FeatureStore) else open_store(store)
@@ -203,6 +210,7 @@ class FeatureDataset(Dataset):
         if seed < 0:
             raise DatasetError(f"seed must be >= 0, got {seed}")
         self.max_seq_len = max_seq_len
+        self.weak = bool(weak)
         self.training = training
         self.trunc_threshold = float(trunc_threshold)
         self.seed = int(seed)
@@ -287,6 +295,8 @@ class FeatureDataset(Dataset):
         meta = self.store.meta(video.video_id)
         timing = FeatureTiming.from_store(self.store.attrs, meta)
         length = int(meta["num_features"])
+        if self.weak:
+            return self._weak_entry(video, meta, timing, length)
         labels = []
         for inst in video.instances:
             try:
@@ -308,6 +318,24 @@ class FeatureDataset(Dataset):
             segments=segments[keep],
             labels=np.asarray(labels, dtype=np.int64).reshape(-1)[keep],
         )
+
+    def _weak_entry(self, video: Video, meta: dict, timing: FeatureTiming, length: int) -> _Entry:
+        """Video-level labels only: the classes of the instances, not their segments."""
+        classes = set()
+        for inst in video.instances:
+            try:
+                classes.add(self.label_map.index(inst.label))
+            except KeyError:
+                raise DatasetError(
+                    f"{self.source}: video {video.video_id!r} has label {inst.label!r}, "
+                    f"which the label map ({len(self.label_map)} labels) lacks"
+                ) from None
+        duration = video.duration if video.duration is not None else float(meta["duration"])
+        return _Entry(
+            video_id=video.video_id, num_features=length, timing=timing,
+            duration=float(duration), stored_duration=float(meta["duration"]),
+            segments=np.zeros((0, 2)), labels=np.asarray(sorted(classes), dtype=np.int64),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ access
 
@@ -361,6 +389,16 @@ class FeatureDataset(Dataset):
         segments, labels, offset = entry.segments, entry.labels, 0
         length = entry.num_features
         if self.training and self.max_seq_len is not None and length > self.max_seq_len:
+            if self.weak:
+                feats = feats[self._resample(length, index, stream)]
+                length = self.max_seq_len
+                return VideoItem(
+                    video_id=entry.video_id,
+                    feats=torch.from_numpy(np.array(feats.T, dtype=np.float32, order="C")),
+                    segments=torch.zeros(0, 2), labels=torch.from_numpy(entry.labels.copy()),
+                    timing=entry.timing, duration=entry.duration,
+                    num_features=entry.num_features,
+                )  # fmt: skip
             offset, segments, labels = self._crop(entry, index, stream)
             length = self.max_seq_len
             feats = feats[offset : offset + length]
@@ -382,6 +420,14 @@ class FeatureDataset(Dataset):
         generator = torch.Generator()
         generator.manual_seed(int(state.generate_state(1, np.uint64)[0]))
         return generator
+
+    def _resample(self, length: int, index: int, stream: int) -> np.ndarray:
+        """``max_seq_len`` increasing indices into ``length`` points, one per equal bin."""
+        assert self.max_seq_len is not None
+        bins = np.linspace(0, length, self.max_seq_len + 1)
+        draw = torch.rand(self.max_seq_len, generator=self._generator(index, stream)).numpy()
+        picks = np.floor(bins[:-1] + draw * (bins[1:] - bins[:-1])).astype(np.int64)
+        return np.clip(picks, 0, length - 1)
 
     def _crop(self, entry: _Entry, index: int, stream: int) -> tuple[int, np.ndarray, np.ndarray]:
         assert self.max_seq_len is not None

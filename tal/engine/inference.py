@@ -118,6 +118,16 @@ def predict_video(
     """Detection rows (``Detections.from_rows``) of one video's ``[C, T]`` features."""
     model.eval()
     batch, masks = _single(feats, divisible_by, device)
+    if hasattr(model, "settings"):  # CO2-Net: proposals from its attention and CAS
+        from tal.engine.co2net_inference import localize_weak
+
+        out = model(batch, masks)
+        real = out["masks"][0]
+        segs, scores, labels = localize_weak(
+            out["cas"][0][real], out["attention"][0][real], model.settings,
+            max_detections=post.max_detections,
+        )  # fmt: skip
+        return to_seconds_rows(video_id, segs, scores, labels, timing, duration, list(label_names))
     if not uses_partner:
         out = model(batch, masks)
     elif partner == "self":
@@ -177,10 +187,10 @@ _TIMING_KEYS = ("clip_length", "stride", "feature_dims")
 def load_localizer(state: dict):
     """The EMA model and config of a checkpoint read by ``load_checkpoint``."""
     from tal.config import config_from_dict
-    from tal.models import Localizer
+    from tal.models import build_model
 
     config = config_from_dict(state["config"], "checkpoint config")
-    model = Localizer(
+    model = build_model(
         config.model, in_dim=int(state["in_dim"]), num_classes=len(state["label_names"])
     )
     model.load_state_dict(state["ema"])
@@ -242,7 +252,7 @@ def infer_from_checkpoint(
         partner=partner,
         bank=bank,
         post=PostprocessSettings.from_config(config.inference),
-        uses_partner=config.model.inter_attention,
+        uses_partner=config.model.takes_partner,
     )
     result = None
     if any(v.instances for v in ann.subset(subset)):

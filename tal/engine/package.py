@@ -31,11 +31,11 @@ from tal.models import Localizer
 
 
 class PackagedLocalizer(nn.Module):
-    """The localizer with its config, labels, feature timing and partner bank."""
+    """The localizer (or CO2-Net) with its config, labels, feature timing and partner bank."""
 
     def __init__(
         self,
-        model: Localizer,
+        model: nn.Module,
         config: dict[str, Any],
         label_names: Sequence[str],
         modalities: Sequence[str],
@@ -82,7 +82,7 @@ class PackagedLocalizer(nn.Module):
             "partner": partner,
             "bank": self.bank if partner == "bank" else None,
             "post": PostprocessSettings.from_config(config.inference),
-            "uses_partner": config.model.inter_attention,
+            "uses_partner": config.model.takes_partner,
         }
 
     def timing(self, fps: float | None = None) -> FeatureTiming:

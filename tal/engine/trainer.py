@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from features.extractor import pick_device
 from features.store import FeatureStore
+from tal import models
 from tal.config import ExperimentConfig, config_from_dict, dump_config
 from tal.data.annotations import AnnotationSet, load_annotations
 from tal.data.dataset import FeatureDataset, PairDataset, collate_pairs, open_store
@@ -40,6 +41,7 @@ from tal.data.predictions import Detections, write_predictions
 from tal.data.sampler import ShardedBatchSampler
 from tal.engine.asl_loss import ActionSensitiveLoss
 from tal.engine.checkpoint import load_checkpoint, save_checkpoint
+from tal.engine.co2net_loss import CO2NetLoss
 from tal.engine.distributed import DistContext
 from tal.engine.ema import ModelEMA
 from tal.engine.inference import PartnerBank, PostprocessSettings, predict
@@ -61,7 +63,7 @@ def seed_everything(seed: int) -> None:
 
 
 def uses_partner(config: ExperimentConfig) -> bool:
-    return bool(config.model.inter_attention)
+    return config.model.takes_partner
 
 
 @dataclass
@@ -90,7 +92,10 @@ def load_data(
     label_map = annotations.label_map()
     store = open_store(store_path)
     modalities = list(config.features.modalities)
-    common = {"label_map": label_map, "modalities": modalities, "seed": config.seed}
+    common = {
+        "label_map": label_map, "modalities": modalities, "seed": config.seed,
+        "weak": is_weak(config),
+    }  # fmt: skip
     train = FeatureDataset(
         store,
         annotations,
@@ -122,14 +127,14 @@ def load_data(
     )
 
 
-def build_model(config: ExperimentConfig, in_dim: int, num_classes: int) -> Localizer:
-    """The localizer of ``model.name``: I2Net / ActionFormer, or ASL on the same pyramid."""
-    if config.model.name not in ("i2net", "actionformer", "asl"):
-        raise ValueError(
-            f"model.name {config.model.name!r} is not trainable by the localizer trainer yet "
-            "(available: i2net, actionformer, asl)"
-        )
-    return Localizer(config.model, in_dim=in_dim, num_classes=num_classes)
+def build_model(config: ExperimentConfig, in_dim: int, num_classes: int) -> torch.nn.Module:
+    """The network of ``model.name`` (``tal.models.build_model``)."""
+    return models.build_model(config.model, in_dim=in_dim, num_classes=num_classes)
+
+
+def is_weak(config: ExperimentConfig) -> bool:
+    """Trained from video-level labels only (CO2-Net): no segment is read for training."""
+    return config.model.name == "co2net"
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -166,17 +171,19 @@ class Trainer:
             except RuntimeError as exc:
                 raise RuntimeError(f"training.use_gpu is true: {exc}") from None
         self.device = device
-        self.divisible_by = Localizer.divisible_by(config.model)
+        self.divisible_by = Localizer.divisible_by(config.model)  # CO2-Net: any multiple
         num_classes = len(data.label_names)
         self.model = build_model(config, data.in_dim, num_classes).to(self.device)
         self.ema = ModelEMA(self.model, config.training.ema_decay)
         t = config.training
         loss_args = {"center_radius": t.center_radius, "reg_weight": t.reg_weight}
-        self.criterion = (
-            ActionSensitiveLoss(num_classes, config.model.asl, **loss_args)
-            if config.model.name == "asl"
-            else LocalizationLoss(num_classes, **loss_args)
-        )
+        self.weak = is_weak(config)
+        if self.weak:
+            self.criterion: torch.nn.Module = CO2NetLoss(config.model.co2net)
+        elif config.model.name == "asl":
+            self.criterion = ActionSensitiveLoss(num_classes, config.model.asl, **loss_args)
+        else:
+            self.criterion = LocalizationLoss(num_classes, **loss_args)
         # what runs forward and backward: the model itself, or its DDP wrapper, which
         # averages gradients over the ranks during backward
         self.network: torch.nn.Module = self.model
@@ -185,7 +192,8 @@ class Trainer:
 
             ids = [self.device] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=ids)
-            self.criterion.reduce_count = lambda n: self.dist.sum([n], self.device)[0]
+            if not self.weak:  # CO2-Net's terms are per-rank means: DDP's average is right
+                self.criterion.reduce_count = lambda n: self.dist.sum([n], self.device)[0]
         self.sampler = ShardedBatchSampler(
             len(data.pairs), t.batch_size, self.dist.rank, self.dist.world_size, config.seed
         )
@@ -215,7 +223,9 @@ class Trainer:
         """Forward, loss, backward and update on one batch of pairs."""
         dev = self.device
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
-            if uses_partner(self.config):
+            if self.weak:
+                losses = self._weak_losses(batch_a, batch_b)
+            elif uses_partner(self.config):
                 out = self.network(
                     batch_a["feats"].to(dev),
                     batch_a["masks"].to(dev),
@@ -232,7 +242,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         # each rank's loss is its share of the global batch's sum over the global normaliser;
         # DDP averages gradients, so scale by the world size to get the gradient of the total
-        (losses["loss"] * self.dist.world_size).backward()
+        scale = 1 if self.weak else self.dist.world_size
+        (losses["loss"] * scale).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.config.training.grad_clip
         )
@@ -242,6 +253,20 @@ class Trainer:
         return {k: float(v.detach()) for k, v in losses.items() if k != "num_pos"} | {
             "grad_norm": float(grad_norm)
         }
+
+    def _weak_losses(self, batch_a: dict, batch_b: dict) -> dict:
+        """CO2-Net on both sides of the pairs as one batch, from video-level labels; row i
+        and row B + i share a class (the co-activity pairs)."""
+        feats, masks, _, labels = _stack_pair(batch_a, batch_b)
+        out = self.network(feats.to(self.device), masks.to(self.device))
+        multi_hot = torch.zeros(len(labels), len(self.data.label_names), device=self.device)
+        for row, video_labels in enumerate(labels):
+            multi_hot[row, video_labels.to(self.device)] = 1.0
+        half = len(batch_a["video_ids"])
+        pairs = [
+            (i, half + i) for i in range(half) if batch_a["video_ids"][i] != batch_b["video_ids"][i]
+        ]
+        return self.criterion(out, multi_hot, pairs)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the pairs; mean losses, learning rate and samples (videos) per
@@ -391,7 +416,9 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     terms = ", ".join(
         f"{name} {row[key]:.3f}"
         for name, key in (("cls", "cls_loss"), ("reg", "reg_loss"),
-                          ("sensitivity", "sensitivity_loss"), ("contrastive", "contrastive_loss"))
+                          ("sensitivity", "sensitivity_loss"), ("contrastive", "contrastive_loss"),
+                          ("mil", "mil"), ("suppressed", "mil_suppressed"),
+                          ("co-activity", "coactivity"), ("mutual", "mutual"))
         if key in row
     )  # fmt: skip
     line = (

@@ -70,7 +70,9 @@ def timeline_figure(
                 start, end, score = detections.start[i], detections.end[i], detections.score[i]
                 ax.broken_barh(
                     [(start, end - start)], (rows[name] + 0.02, 0.38),
-                    color=colors(rows[name] % 10), alpha=float(0.25 + 0.75 * score),
+                    # scores outside [0, 1] (CO2-Net's contrast scores) saturate
+                    color=colors(rows[name] % 10),
+                    alpha=float(0.25 + 0.75 * np.clip(score, 0.0, 1.0)),
                 )  # fmt: skip
                 ax.text(start, rows[name] + 0.42, f"{score:.2f}", fontsize=6, va="bottom")
         end = (durations or {}).get(vid) or (gt.duration if gt and gt.duration else None)

@@ -67,6 +67,7 @@ class CO2Net(nn.Module):
                 f"class, got in_dim {in_dim} and {num_classes} classes"
             )
         c = config.co2net
+        self.settings = c  # what inference (tal.engine.co2net_inference) needs
         self.in_dim, self.num_classes = in_dim, num_classes
         half, fused = in_dim // 2, c.fusion_dim or in_dim
         self.rgb = ConsensusModule(half, c.attention_dim, c.consensus_dropout)

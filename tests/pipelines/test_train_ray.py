@@ -206,3 +206,18 @@ def test_asl_trains_on_two_ray_workers_and_is_tracked(toy_store, tmp_path, ray_l
         history = c.get_metric_history(outcome.run_id, name)
         assert len(history) == 6 and all(m.value > 0 for m in history), name
     assert outcome.registration.name == "toy-asl" and outcome.registration.version == "1"
+
+
+def test_co2net_trains_on_two_ray_workers_and_is_tracked(toy_store, tmp_path, ray_local):
+    co2 = {"model.name": "co2net", "model.co2net.attention_dim": 16,
+           "model.co2net.fusion_dim": 32}  # fmt: skip
+    outcome = _train(toy_store, tmp_path / "run", 2, **co2)
+    c = client(outcome.tracking_uri)
+    run = c.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED" and outcome.workers == 2
+    assert run.data.tags["method"] == "co2net"
+    for name in ("train_mil_loss", "train_coactivity_loss", "train_mutual_loss"):
+        assert len(c.get_metric_history(outcome.run_id, name)) == 6, name
+    assert outcome.registration.name == "toy-co2net"
+    # the registered model (the package of tal predict) is CO2-Net and localizes
+    assert outcome.model_uri is not None

@@ -319,3 +319,20 @@ def test_pickles_for_dataloader_workers(store, annotations, labels):
     )
     shapes = [batch["feats"].shape for batch in loader]
     assert shapes == [(2, 1024, 32), (1, 1024, 8)]
+
+
+def test_weak_items_have_video_labels_and_long_videos_are_resampled(store, annotations, labels):
+    ds = _dataset(store, annotations, labels, weak=True)
+    v1 = ds[ds.index_of("v1")]
+    # the classes of its instances (the one after the last feature included), no segments
+    assert v1.labels.tolist() == [0, 1] and v1.segments.shape == (0, 2)
+    assert ds[ds.index_of("v5")].labels.tolist() == []
+    train = _dataset(store, annotations, labels, weak=True, training=True, max_seq_len=20)
+    item = train[train.index_of("v2")]  # 97 features -> 20, one from each bin of ~4.85
+    assert item.length == 20 and item.num_features == 97 and item.segments.shape == (0, 2)
+    full = store.read("v2").T
+    picks = [int(np.flatnonzero((full == item.feats.numpy()[:, [j]]).all(0))[0]) for j in range(20)]
+    assert all(97 * j / 20 <= p < 97 * (j + 1) / 20 for j, p in enumerate(picks))
+    train.set_epoch(1)
+    assert not torch.equal(train[train.index_of("v2")].feats, item.feats)  # new draw per epoch
+    assert train[train.index_of("v1")].length == 20  # 22 > 20: resampled, not cropped

@@ -44,3 +44,11 @@ def test_result_without_curves_is_refused(tmp_path):
     with pytest.raises(ValueError, match="curves=True"):
         precision_recall_figure(result, tmp_path / "pr.png")
     assert not (tmp_path / "pr.png").exists()
+
+
+def test_timeline_takes_scores_outside_zero_one(tmp_path):
+    from tal.evaluation.plots import timeline_figure
+
+    pred = Detections.from_rows([("v1", "A", 0, 10, 1.7), ("v1", "B", 20, 30, 0.5)])
+    path = timeline_figure(pred, ["v1"], ["A", "B"], tmp_path / "t.png", ground_truth=GT.videos)
+    assert path.read_bytes()[:4] == b"\x89PNG"
