@@ -297,15 +297,7 @@ class FeatureDataset(Dataset):
         length = int(meta["num_features"])
         if self.weak:
             return self._weak_entry(video, meta, timing, length)
-        labels = []
-        for inst in video.instances:
-            try:
-                labels.append(self.label_map.index(inst.label))
-            except KeyError:
-                raise DatasetError(
-                    f"{self.source}: video {video.video_id!r} has label {inst.label!r}, "
-                    f"which the label map ({len(self.label_map)} labels) lacks"
-                ) from None
+        labels = self._label_indices(video)
         seconds = np.array([[i.start, i.end] for i in video.instances], dtype=np.float64)
         segments, keep = clip_segments(timing.to_steps(seconds.reshape(-1, 2)), length)
         duration = video.duration if video.duration is not None else float(meta["duration"])
@@ -319,17 +311,22 @@ class FeatureDataset(Dataset):
             labels=np.asarray(labels, dtype=np.int64).reshape(-1)[keep],
         )
 
-    def _weak_entry(self, video: Video, meta: dict, timing: FeatureTiming, length: int) -> _Entry:
-        """Video-level labels only: the classes of the instances, not their segments."""
-        classes = set()
+    def _label_indices(self, video: Video) -> list[int]:
+        """Label-map indices of the video's instances, in order (only their labels are read)."""
+        indices = []
         for inst in video.instances:
             try:
-                classes.add(self.label_map.index(inst.label))
+                indices.append(self.label_map.index(inst.label))
             except KeyError:
                 raise DatasetError(
                     f"{self.source}: video {video.video_id!r} has label {inst.label!r}, "
                     f"which the label map ({len(self.label_map)} labels) lacks"
                 ) from None
+        return indices
+
+    def _weak_entry(self, video: Video, meta: dict, timing: FeatureTiming, length: int) -> _Entry:
+        """Video-level labels only: the classes of the instances, not their segments."""
+        classes = set(self._label_indices(video))
         duration = video.duration if video.duration is not None else float(meta["duration"])
         return _Entry(
             video_id=video.video_id, num_features=length, timing=timing,
