@@ -386,19 +386,11 @@ class FeatureDataset(Dataset):
         segments, labels, offset = entry.segments, entry.labels, 0
         length = entry.num_features
         if self.training and self.max_seq_len is not None and length > self.max_seq_len:
-            if self.weak:
+            if self.weak:  # no segments to keep: resample the whole video
                 feats = feats[self._resample(length, index, stream)]
-                length = self.max_seq_len
-                return VideoItem(
-                    video_id=entry.video_id,
-                    feats=torch.from_numpy(np.array(feats.T, dtype=np.float32, order="C")),
-                    segments=torch.zeros(0, 2), labels=torch.from_numpy(entry.labels.copy()),
-                    timing=entry.timing, duration=entry.duration,
-                    num_features=entry.num_features,
-                )  # fmt: skip
-            offset, segments, labels = self._crop(entry, index, stream)
-            length = self.max_seq_len
-            feats = feats[offset : offset + length]
+            else:
+                offset, segments, labels = self._crop(entry, index, stream)
+                feats = feats[offset : offset + self.max_seq_len]
         return VideoItem(
             video_id=entry.video_id,
             feats=torch.from_numpy(np.array(feats.T, dtype=np.float32, order="C")),

@@ -38,11 +38,9 @@ def topk_mean(values: Tensor, masks: Tensor, ratio: int) -> Tensor:
     lengths = masks.sum(1)
     k = (lengths // ratio).clamp(min=1)  # [B]
     ranked = values.masked_fill(~masks[:, :, None], float("-inf")).sort(dim=1, descending=True)[0]
-    take = (torch.arange(values.shape[1], device=values.device)[None] < k[:, None]).to(
-        values.dtype
-    )  # [B, T]
-    ranked = torch.where(take[:, :, None] > 0, ranked, torch.zeros_like(ranked))
-    return (ranked * take[:, :, None]).sum(1) / k[:, None].to(values.dtype)
+    take = torch.arange(values.shape[1], device=values.device)[None] < k[:, None]  # [B, T]
+    ranked = ranked.masked_fill(~take[:, :, None], 0.0)  # also clears the padding's -inf
+    return ranked.sum(1) / k[:, None].to(values.dtype)
 
 
 def mil_loss(logits: Tensor, targets: Tensor) -> Tensor:

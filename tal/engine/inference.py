@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from tal.data.dataset import FeatureDataset, pad_features, padded_length
 from tal.data.predictions import Detections
+from tal.models.co2net import CO2Net
 from tal.postprocess import decode_video, soft_nms, to_seconds_rows
 
 
@@ -118,7 +119,7 @@ def predict_video(
     """Detection rows (``Detections.from_rows``) of one video's ``[C, T]`` features."""
     model.eval()
     batch, masks = _single(feats, divisible_by, device)
-    if hasattr(model, "settings"):  # CO2-Net: proposals from its attention and CAS
+    if isinstance(model, CO2Net):  # proposals from its attention and CAS
         from tal.engine.co2net_inference import localize_weak
 
         out = model(batch, masks)

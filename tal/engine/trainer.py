@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader
 
 from features.extractor import pick_device
 from features.store import FeatureStore
-from tal import models
 from tal.config import ExperimentConfig, config_from_dict, dump_config
 from tal.data.annotations import AnnotationSet, load_annotations
 from tal.data.dataset import FeatureDataset, PairDataset, collate_pairs, open_store
@@ -48,7 +47,7 @@ from tal.engine.inference import PartnerBank, PostprocessSettings, predict
 from tal.engine.losses import LocalizationLoss
 from tal.engine.schedule import warmup_cosine
 from tal.evaluation.detection import DetectionResult, evaluate_detection
-from tal.models import Localizer
+from tal.models import Localizer, build_model
 from tal.pairs import build_pairs, read_pairs
 
 logger = logging.getLogger(__name__)
@@ -127,11 +126,6 @@ def load_data(
     )
 
 
-def build_model(config: ExperimentConfig, in_dim: int, num_classes: int) -> torch.nn.Module:
-    """The network of ``model.name`` (``tal.models.build_model``)."""
-    return models.build_model(config.model, in_dim=in_dim, num_classes=num_classes)
-
-
 def is_weak(config: ExperimentConfig) -> bool:
     """Trained from video-level labels only (CO2-Net): no segment is read for training."""
     return config.model.name == "co2net"
@@ -173,7 +167,7 @@ class Trainer:
         self.device = device
         self.divisible_by = Localizer.divisible_by(config.model)  # CO2-Net: any multiple
         num_classes = len(data.label_names)
-        self.model = build_model(config, data.in_dim, num_classes).to(self.device)
+        self.model = build_model(config.model, data.in_dim, num_classes).to(self.device)
         self.ema = ModelEMA(self.model, config.training.ema_decay)
         t = config.training
         loss_args = {"center_radius": t.center_radius, "reg_weight": t.reg_weight}
