@@ -1,14 +1,23 @@
 """ATA against the same image backbone with plain temporal attention: action recognition on
-trimmed clips cut from the synthetic benchmark's annotations, several seeds.
+trimmed clips cut from the synthetic benchmark's annotations, several seeds, with and without
+camera motion.
 
-    python bench/ata_recognition.py [--config configs/demo.yaml] [--seeds 0 1 2]
-                                    [--epochs 60] [--frames 8] [--size 32] [--patch 8]
+    python bench/ata_recognition.py [--config configs/demo.yaml] [--videos 96] [--seeds 0 1 2]
+                                    [--epochs 40] [--frames 8] [--size 32] [--patch 8]
+                                    [--pan 0 4] [--clips-per-instance 2]
 
-Clips come from the config's training and validation videos (``tal.backbone.clips``, RGB,
-``--frames`` frames at the features' fps, ``--size`` pixels, plus background clips). Both
-variants are the same small ViT (``tal.backbone.ata.ATAViT``), same seed, same data order;
-only the temporal attention differs (along aligned patch trajectories, or at fixed
-positions). Prints validation accuracy per seed, mean and spread, and time per variant.
+Clips come from the training and validation videos of a synthetic dataset made with the
+config's ``data.synth`` settings but ``--videos`` videos, in ``runs/bench/ata_clips`` (made
+once; ``--videos 0``: the config's own dataset) (``tal.backbone.clips``, RGB, ``--frames``
+frames at the features' fps, plus background clips). ``--pan P`` adds camera
+motion: each clip is cut ``size + P * (frames - 1)`` pixels wide and a ``size`` window moves
+across it by ``P`` pixels per frame, horizontally and vertically, in a random direction per
+clip (seeded), so everything in the frame shifts as it does under a panning camera. Both
+variants are the same small ViT (``features.ata.ATAViT``), trained by the backbone training
+loop's own epoch and evaluation functions, with the same seed and data order; only the
+temporal attention differs (along aligned patch trajectories, or at fixed positions). Prints,
+per pan, how many patches the alignment moves, validation accuracy per seed, mean and spread,
+and time per variant.
 """
 
 from __future__ import annotations
@@ -16,15 +25,35 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 from seed_table import print_seed_table
 from torch.utils.data import DataLoader
 
-from tal.backbone.ata import ATAViT, align_patches
-from tal.backbone.clips import build_clip_set
-from tal.backbone.train import ClipDataset
+from features.ata import ATAViT, align_patches
+from pipelines.synth import ensure_synth_dataset
+from tal.backbone.clips import ClipSet, build_clip_set
+from tal.backbone.train import ClipDataset, evaluate, train_epoch
 from tal.config import load_config
 from tal.data.annotations import load_annotations
+
+
+def panned(clips: ClipSet, size: int, pan: int, seed: int) -> ClipSet:
+    """``clips`` seen through a ``size`` window that moves ``pan`` px per frame along a random
+    diagonal per clip (no motion when ``pan`` is 0)."""
+    n, t, side = clips.clips.shape[:3]
+    if side != size + pan * (t - 1):
+        raise ValueError(f"clips of {side} px cannot pan {pan} px x {t - 1} frames in {size} px")
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, t, size, size, clips.clips.shape[-1]), clips.clips.dtype)
+    travel = pan * (t - 1)
+    for i in range(n):
+        sx, sy = rng.choice([-1, 1], size=2)
+        for f in range(t):
+            x = f * pan if sx > 0 else travel - f * pan
+            y = f * pan if sy > 0 else travel - f * pan
+            out[i, f] = clips.clips[i, f, y : y + size, x : x + size]
+    return ClipSet(out, clips.labels, clips.windows, clips.label_names, clips.skipped)
 
 
 def run(train, val, classes, args, seed: int, temporal: str) -> float:
@@ -32,20 +61,12 @@ def run(train, val, classes, args, seed: int, temporal: str) -> float:
     model = ATAViT(classes, args.frames, image_size=args.size, patch_size=args.patch,
                    dim=args.dim, depth=args.depth, heads=4, temporal=temporal)  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    order = torch.Generator().manual_seed(seed)
+    order, flips = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    loader = DataLoader(train, batch_size=16, shuffle=True, generator=order)
+    cpu = torch.device("cpu")
     for _ in range(args.epochs):
-        model.train()
-        for clips, labels in DataLoader(train, batch_size=16, shuffle=True, generator=order):
-            loss = torch.nn.functional.cross_entropy(model(clips), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for clips, labels in DataLoader(val, batch_size=32):
-            correct += int((model(clips).argmax(1) == labels).sum())
-    return correct / len(val)
+        train_epoch(model, loader, optimizer, cpu, "rgb", flips)
+    return evaluate(model, DataLoader(val, batch_size=32), cpu)["accuracy"]
 
 
 def moved_fraction(data: ClipDataset, args) -> float:
@@ -56,10 +77,7 @@ def moved_fraction(data: ClipDataset, args) -> float:
                    depth=1, heads=4)  # fmt: skip
     clips = torch.stack([data[i][0] for i in range(len(data))])
     with torch.no_grad():
-        b, _, t, h, w = clips.shape
-        tokens = model.patch(clips.transpose(1, 2).reshape(b * t, 3, h, w))
-        tokens = tokens.flatten(2).transpose(1, 2).reshape(b, t, -1, args.dim)
-        perm = align_patches(model.blocks[0].temporal.norm(tokens + model.space + model.time))
+        perm = align_patches(model.blocks[0].temporal.norm(model.tokens(clips)))
     return float((perm != torch.arange(perm.shape[-1])).float().mean())
 
 
@@ -67,38 +85,54 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--patch", type=int, default=8)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--pan", type=int, nargs="+", default=[0, 4],
+                        help="camera pan in px per frame; one table per value")  # fmt: skip
+    parser.add_argument("--videos", type=int, default=96)
+    parser.add_argument("--clips-per-instance", type=int, default=2)
     args = parser.parse_args()
-    cfg = load_config(args.config)
+    sets = []
+    if args.videos:
+        sets = [f"data.synth.videos={args.videos}", "data.root=runs/bench/ata_clips"]
+    cfg = load_config(args.config, sets)
+    if args.videos:
+        ensure_synth_dataset(cfg)
     annotations = load_annotations(cfg.data.annotations)
-    common = {"clip_length": args.frames, "input_size": args.size, "fps": cfg.features.fps}
-    train_set = build_clip_set(annotations, cfg.data.videos, list(cfg.data.train_subsets), **common)
-    val_set = build_clip_set(annotations, cfg.data.videos, [cfg.data.val_subset], **common)
-    classes = len(train_set.label_names)
-    print(f"{len(train_set)} training and {len(val_set)} validation clips, {classes} classes "
-          f"(background included), {args.frames} frames of {args.size} px", flush=True)  # fmt: skip
-    train, val = ClipDataset(train_set), ClipDataset(val_set)
-    print(f"the alignment moves {moved_fraction(train, args):.4f} of the training clips' "
-          f"patches ({args.patch}-px patches)", flush=True)  # fmt: skip
-    scores: dict[str, list[float]] = {}
-    seconds: dict[str, list[float]] = {}
-    for seed in args.seeds:
-        for temporal, label in (("plain", "plain temporal attention"), ("aligned", "ATA")):
-            t0 = time.perf_counter()
-            accuracy = run(train, val, classes, args, seed, temporal)
-            took = time.perf_counter() - t0
-            scores.setdefault(label, []).append(accuracy)
-            seconds.setdefault(label, []).append(took)
-            print(f"seed {seed}: {label}: validation accuracy {accuracy:.3f} ({took:.0f} s)",
-                  flush=True)  # fmt: skip
-    print(f"\nclip accuracy on {cfg.data.val_subset}, seeds {args.seeds}, {args.epochs} epochs:\n")
-    print_seed_table("temporal attention", scores, seconds)
+    for pan in args.pan:
+        common = {"clip_length": args.frames, "fps": cfg.features.fps,
+                  "input_size": args.size + pan * (args.frames - 1),
+                  "clips_per_instance": args.clips_per_instance}  # fmt: skip
+        datasets = {}
+        for name, subsets, seed in (("train", list(cfg.data.train_subsets), 0),
+                                    ("val", [cfg.data.val_subset], 1)):  # fmt: skip
+            clips = build_clip_set(annotations, cfg.data.videos, subsets, **common)
+            datasets[name] = ClipDataset(panned(clips, args.size, pan, seed))
+            classes = len(clips.label_names)
+        train, val = datasets["train"], datasets["val"]
+        print(f"\npan {pan} px/frame: {len(train)} training and {len(val)} validation clips, "
+              f"{classes} classes (background included), {args.frames} frames of {args.size} px; "
+              f"the alignment moves {moved_fraction(train, args):.3f} of the training clips' "
+              f"patches ({args.patch}-px patches)", flush=True)  # fmt: skip
+        scores: dict[str, list[float]] = {}
+        seconds: dict[str, list[float]] = {}
+        for seed in args.seeds:
+            for temporal, label in (("plain", "plain temporal attention"), ("aligned", "ATA")):
+                t0 = time.perf_counter()
+                accuracy = run(train, val, classes, args, seed, temporal)
+                took = time.perf_counter() - t0
+                scores.setdefault(label, []).append(accuracy)
+                seconds.setdefault(label, []).append(took)
+                print(f"seed {seed}: {label}: validation accuracy {accuracy:.3f} ({took:.0f} s)",
+                      flush=True)  # fmt: skip
+        print(f"\nclip accuracy on {cfg.data.val_subset}, pan {pan} px/frame, seeds "
+              f"{args.seeds}, {args.epochs} epochs:\n")  # fmt: skip
+        print_seed_table("temporal attention", scores, seconds)
 
 
 if __name__ == "__main__":

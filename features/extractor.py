@@ -1,7 +1,9 @@
-"""Per-video I3D feature extraction: decode, resample, crop, flow, clip, forward.
+"""Per-video feature extraction (I3D, or the ATA backbone): decode, resample, crop, flow,
+clip, forward.
 
 One ``VideoExtractor`` holds one network per modality (loaded once, as a Ray actor does) and
-turns a video file into ``[num_features, 1024]`` features per modality, with the timing of
+turns a video file into ``[num_features, D]`` features per modality (D = the network's
+``feature_dim``: 1024 for I3D), with the timing of
 ``features.clips``. Decoding and optical flow run in a background thread a few batches ahead
 of the networks (prefetch), so the accelerator does not wait for the decoder; OpenCV, decord
 and torch release the GIL for their heavy work.
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from features.ata import ATAViT
 from features.clips import ClipCutter, num_features
 from features.flow import FlowStream
 from features.i3d import InceptionI3d
@@ -42,7 +45,7 @@ class ClipSettings:
 
 @dataclass
 class ExtractedVideo:
-    features: dict[str, np.ndarray]  # modality -> float32 [num_features, 1024]
+    features: dict[str, np.ndarray]  # modality -> float32 [num_features, feature_dim]
     num_frames: int  # frames after resampling
     fps: float  # rate the clips were cut at
     duration: float  # seconds
@@ -83,11 +86,14 @@ _END = object()
 
 
 class VideoExtractor:
-    """I3D features of whole videos for one or more modalities, networks reused across videos."""
+    """Features of whole videos for one or more modalities, networks reused across videos.
+
+    A network takes ``[B, C, T, S, S]`` clips in [-1, 1] and has ``features``, ``in_channels``
+    and ``feature_dim``: I3D (RGB or flow) or ATA (RGB, fixed frames and size)."""
 
     def __init__(
         self,
-        models: Mapping[str, InceptionI3d],
+        models: Mapping[str, InceptionI3d | ATAViT],
         settings: ClipSettings,
         device: str = "auto",
     ) -> None:
@@ -105,7 +111,7 @@ class VideoExtractor:
 
     @torch.inference_mode()
     def forward(self, modality: str, clips: np.ndarray) -> np.ndarray:
-        """Features ``[B, 1024]`` of a batch of clips of one modality."""
+        """Features ``[B, feature_dim]`` of a batch of clips of one modality."""
         x = to_network_input(clips).to(self.device, non_blocking=True)
         return self.models[modality].features(x).float().cpu().numpy()
 
@@ -153,7 +159,8 @@ class VideoExtractor:
         expected = num_features(facts["num_frames"], s.clip_length, s.stride)
         features = {}
         for modality, parts in outputs.items():
-            feats = np.concatenate(parts) if parts else np.zeros((0, 1024), np.float32)
+            width = self.models[modality].feature_dim
+            feats = np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
             if len(feats) != expected:  # a decoder that returned fewer frames than it reported
                 raise RuntimeError(
                     f"{path}: {modality} gave {len(feats)} features, expected {expected}"

@@ -105,6 +105,7 @@ class InceptionI3d(nn.Module):
         if in_channels not in (2, 3):
             raise ValueError(f"in_channels: expected 3 (RGB) or 2 (flow), got {in_channels}")
         self.in_channels, self.num_classes = in_channels, num_classes
+        self.feature_dim = FEATURE_DIM
         self.Conv3d_1a_7x7 = Unit3D(in_channels, 64, (7, 7, 7), (2, 2, 2))
         self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
         self.Conv3d_2b_1x1 = Unit3D(64, 64)

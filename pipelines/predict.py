@@ -39,7 +39,7 @@ class PredictResult:
 def extractor_for(model, device: str = "auto"):
     """A VideoExtractor with the settings and weights the model's features were made with."""
     from features.extractor import ClipSettings, VideoExtractor
-    from features.weights import resolve_i3d
+    from features.weights import resolve_network
 
     attrs = model.feature_attrs
     missing = [
@@ -51,7 +51,7 @@ def extractor_for(model, device: str = "auto"):
     nets = {}
     for modality in model.modalities:
         spec = features.weights if modality == "rgb" else features.flow_weights
-        net, meta = resolve_i3d(spec, modality)
+        net, meta = resolve_network(features.extractor, spec, modality)
         wanted = attrs["weights_digest"].get(modality)
         if meta["digest"] != wanted:
             raise PredictError(

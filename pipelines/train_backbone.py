@@ -7,7 +7,8 @@ The recognition loop of ``tal.backbone.train`` runs on ``backbone.num_workers`` 
 workers (scaling, fault tolerance and checkpoints as for the localizer, see
 ``pipelines.train``), or in this process with 0. Its MLflow run (kind ``backbone``) has the
 config, per-epoch losses and clip accuracies, the report and the weights file; the network
-is logged with ``mlflow.pytorch`` and registered as ``DATASET-i3d-MODALITY``, where
+is logged with ``mlflow.pytorch`` and registered as ``DATASET-EXTRACTOR-MODALITY`` (e.g.
+``synth-i3d-flow``, ``synth-ata-rgb``), where
 ``champion`` follows the best validation clip accuracy. ``tal extract --weights WEIGHTS.pt``
 uses the weights.
 """
@@ -63,7 +64,7 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 
 def registered_backbone_name(config: ExperimentConfig) -> str:
-    return f"{config.dataset}-i3d-{config.backbone.modality}"
+    return f"{config.dataset}-{config.features.extractor}-{config.backbone.modality}"
 
 
 def backbone_loop(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -94,10 +95,12 @@ def backbone_loop(cfg: dict[str, Any]) -> dict[str, Any]:
         return report
     run.log_artifact(output, "weights")
     if cfg["register"]:
-        from features.weights import resolve_i3d
+        from features.weights import resolve_network
         from pipelines.registry import log_model, register
 
-        network, _ = resolve_i3d(str(output), config.backbone.modality)
+        network, _ = resolve_network(
+            config.features.extractor, str(output), config.backbone.modality
+        )
         model_uri = log_model(cfg["tracking_uri"], cfg["run_id"], network)
         registration = register(
             cfg["tracking_uri"], cfg["run_id"], model_uri, registered_backbone_name(config),
@@ -132,9 +135,17 @@ def run_backbone_training(
     check_tracking(uri)
     b = config.backbone
     run_name, run_id, _ = open_run(
-        config, uri, "backbone", resume, log,
-        lambda: {"method": f"i3d-{b.modality}", "init": b.init, "workers": str(workers)},
-    )  # fmt: skip
+        config,
+        uri,
+        "backbone",
+        resume,
+        log,
+        lambda: {
+            "method": f"{config.features.extractor}-{b.modality}",
+            "init": str(b.init),
+            "workers": str(workers),
+        },
+    )
     loop_cfg = {
         "config": config.to_yaml_dict(), "videos": videos, "annotations": annotations,
         "output": str(output), "tracking_uri": uri, "run_id": run_id, "resume": resume,

@@ -66,8 +66,26 @@ class DataConfig(_Section):
     )
 
 
+class ATAConfig(_Section):
+    """The ATA network ``tal train-backbone`` builds when ``features.extractor`` is ``ata``
+    (frames and size are ``features.clip_length`` and ``input_size``); extraction rebuilds
+    it from what its weights file records."""
+
+    patch_size: int = Field(8, ge=2, description="patch side in pixels")
+    dim: int = Field(128, ge=8, description="token width = the stored feature's width")
+    depth: int = Field(2, ge=1, description="ATA blocks")
+    heads: int = Field(4, ge=1)
+    temporal: Literal["aligned", "plain"] = Field(
+        "aligned", description="attention along aligned patch trajectories (ATA) or in place"
+    )
+
+
 class FeaturesConfig(_Section):
-    extractor: Literal["i3d", "ata"] = "i3d"
+    extractor: Literal["i3d", "ata"] = Field(
+        "i3d",
+        description="i3d (RGB and flow) or ata (RGB; trained by tal train-backbone); also the "
+        "network tal train-backbone trains",
+    )
     modalities: list[Literal["rgb", "flow"]] = ["rgb", "flow"]
     store: Path | None = Field(None, description="Zarr store; default RUN_DIR/features.zarr")
     weights: str = Field(
@@ -91,6 +109,26 @@ class FeaturesConfig(_Section):
         3600.0, gt=0, description="seconds one video may take before its actor is killed"
     )
     max_retries: int = Field(1, ge=0, description="retries of a video whose actor died")
+    ata: ATAConfig = ATAConfig()
+
+    @model_validator(mode="after")
+    def _ata_fits(self) -> FeaturesConfig:
+        if self.extractor == "ata":
+            if self.modalities != ["rgb"]:
+                raise ValueError(
+                    f"extractor ata is an RGB network: modalities must be [rgb], "
+                    f"got {self.modalities}"
+                )
+            if self.input_size % self.ata.patch_size:
+                raise ValueError(
+                    f"input_size {self.input_size} must be a multiple of ata.patch_size "
+                    f"{self.ata.patch_size}"
+                )
+            if self.ata.dim % self.ata.heads:
+                raise ValueError(
+                    f"ata.dim {self.ata.dim} must be a multiple of ata.heads {self.ata.heads}"
+                )
+        return self
 
 
 class PairsConfig(_Section):
@@ -262,8 +300,9 @@ class TrackingConfig(_Section):
 
 
 class BackboneConfig(_Section):
-    """Fine-tuning I3D on trimmed clips (``tal train-backbone``); clip length and flow method
-    come from ``features`` so the trained weights see what extraction will feed them."""
+    """Training the extractor's network (``features.extractor``: I3D fine-tuning, or ATA) on
+    trimmed clips (``tal train-backbone``); clip length and flow method come from
+    ``features`` so the trained weights see what extraction will feed them."""
 
     modality: Literal["rgb", "flow"] = Field("rgb", description="stream to train")
     fine_tune: list[Literal["rgb", "flow"]] = Field(
@@ -271,9 +310,10 @@ class BackboneConfig(_Section):
         description="streams tal-pipeline fine-tunes before extraction (weights in "
         "RUN_DIR/backbone_MODALITY.pt, then used by extraction)",
     )
-    init: str = Field(
-        "kinetics-rgb",
-        description="start: kinetics-rgb (flow: cross-modality start), random or a checkpoint path",
+    init: str | None = Field(
+        None,
+        description="start: kinetics-rgb (flow: cross-modality start), random or a checkpoint "
+        "path; null: kinetics-rgb for I3D, random for ATA",
     )
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(8, ge=1, description="clips per optimiser step")
@@ -322,7 +362,25 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _derive_paths(self) -> ExperimentConfig:
-        """Fill unset paths from ``run_dir`` so that one key moves a whole experiment."""
+        """Fill unset paths from ``run_dir`` so that one key moves a whole experiment, and
+        the backbone's start from the extractor; check that the sections fit each other."""
+        if self.model.name == "co2net" and self.features.modalities != ["rgb", "flow"]:
+            raise ValueError(
+                "model co2net needs features.modalities [rgb, flow] (its two cross-modal "
+                f"branches), got {self.features.modalities}"
+            )
+        if self.features.extractor == "ata":
+            if self.backbone.modality != "rgb":
+                raise ValueError("backbone.modality must be rgb for features.extractor ata")
+            if "flow" in self.backbone.fine_tune:
+                raise ValueError("backbone.fine_tune: features.extractor ata has no flow stream")
+            if self.backbone.init == "kinetics-rgb":
+                raise ValueError(
+                    "backbone.init kinetics-rgb is I3D's; ATA starts from random or an ATA "
+                    "weights file"
+                )
+        if self.backbone.init is None:
+            self.backbone.init = "random" if self.features.extractor == "ata" else "kinetics-rgb"
         if self.run_dir is None:
             self.run_dir = Path("runs") / self.name
         data = self.data

@@ -1,4 +1,6 @@
-"""Fine-tune I3D for clip recognition: actions plus background, validated on held-out clips.
+"""Train the extractor's network for clip recognition: actions plus background, validated on
+held-out clips. I3D is fine-tuned (from Kinetics or a checkpoint); ATA (``features.ata``) is
+trained from scratch or a checkpoint.
 
 The loop is plain PyTorch (a DataLoader over in-memory clips, AdamW, cross-entropy). Under a
 process group (Ray Train, torchrun) the model is wrapped in DDP and each rank takes its share
@@ -6,8 +8,8 @@ of every global batch; rank 0 validates and saves. ``on_epoch`` receives each ep
 (on rank 0) a resumable state, which a launcher reports as a checkpoint; ``resume_state``
 continues from one. On CPU a run is deterministic for a seed: window sampling, the new
 classification layer, shuffling, flips and dropout all draw from seeded generators. The result
-is saved in the project's weights format (``features.weights.save_weights``), which
-``tal extract --weights`` loads.
+is saved in the project's weights format (``features.weights.save_weights``; ATA's meta records
+its architecture), which ``tal extract --weights`` loads.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from features.ata import ATAViT
 from features.extractor import pick_device, to_network_input
 from features.i3d import InceptionI3d
-from features.weights import resolve_i3d, save_weights
+from features.weights import load_ata, resolve_i3d, save_weights
 from tal.backbone.clips import BackboneError, ClipSet, build_clip_set
 from tal.config import ExperimentConfig
 from tal.data.annotations import load_annotations
@@ -45,6 +48,7 @@ CL = torch.channels_last_3d
 class BackboneTrainConfig:
     """Every setting of one backbone training run, resolved (no config defaults left)."""
 
+    extractor: str = "i3d"
     modality: str = "rgb"
     init: str = "kinetics-rgb"
     epochs: int = 4
@@ -63,14 +67,16 @@ class BackboneTrainConfig:
     train_subsets: tuple[str, ...] = ("training",)
     val_subset: str = "validation"
     video_extensions: tuple[str, ...] = (".mp4", ".mkv", ".avi", ".webm", ".mov")
+    ata: dict[str, Any] = field(default_factory=dict)  # features.ata, for extractor ata
 
     @classmethod
     def from_experiment(cls, config: ExperimentConfig) -> BackboneTrainConfig:
         """``backbone`` settings, with size, fps, clip length and flow method from ``features``."""
         b, f, d = config.backbone, config.features, config.data
         return cls(
+            extractor=f.extractor,
             modality=b.modality,
-            init=b.init,
+            init=b.init or "kinetics-rgb",
             epochs=b.epochs,
             batch_size=b.batch_size,
             lr=b.lr,
@@ -87,6 +93,7 @@ class BackboneTrainConfig:
             train_subsets=tuple(d.train_subsets),
             val_subset=d.val_subset,
             video_extensions=tuple(d.video_extensions),
+            ata=f.ata.model_dump(),
         )
 
 
@@ -120,7 +127,7 @@ def random_flip(x: torch.Tensor, modality: str, generator: torch.Generator) -> t
 
 
 def train_epoch(
-    model: InceptionI3d,
+    model: torch.nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
@@ -145,7 +152,7 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: InceptionI3d, loader: DataLoader, device: torch.device) -> dict[str, Any]:
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, Any]:
     """Clip accuracy and mean loss, and the predicted class of every clip."""
     model.eval()
     total_loss, preds, labels = 0.0, [], []
@@ -179,6 +186,7 @@ class BackboneReport:
     seconds: float
     decode_seconds: float
     skipped: list[str] = field(default_factory=list)
+    extractor: str = "i3d"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -234,15 +242,11 @@ def train_backbone(
         + (f"; skipped {len(skipped)} videos" if skipped else "")
     )
 
-    model, init_meta = resolve_i3d(settings.init, settings.modality, seed=settings.seed)
-    torch.manual_seed(settings.seed)  # the new layer, dropout
-    model.replace_logits(len(train_set.label_names))
-    # the running statistics must follow the new data (flow, another domain) within the few
-    # hundred steps of a fine-tuning run, or evaluation-mode outputs lag behind training
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = settings.bn_momentum
-    model.to(device, memory_format=CL)
+    model, init_meta = build_network(settings, len(train_set.label_names))
+    if isinstance(model, InceptionI3d):
+        model.to(device, memory_format=CL)
+    else:
+        model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
@@ -308,7 +312,8 @@ def train_backbone(
     val_accuracy = history[-1]["val_accuracy"]
     meta = {
         "origin": (
-            f"fine-tuned from {init_meta.get('origin', settings.init)} on {annotations_path} "
+            f"{'trained' if settings.extractor == 'ata' else 'fine-tuned'} from "
+            f"{init_meta.get('origin', settings.init)} on {annotations_path} "
             f"{'+'.join(settings.train_subsets)} subset"
         ),
         "modality": settings.modality,
@@ -328,6 +333,8 @@ def train_backbone(
         "seed": settings.seed,
     }
     model.to("cpu", memory_format=torch.contiguous_format)
+    if isinstance(model, ATAViT):
+        meta |= {"arch": "ata", "ata": dict(model.arch)}
     digest = save_weights(model.state_dict(), output, meta)
     report = BackboneReport(
         output=str(Path(output)),
@@ -343,8 +350,38 @@ def train_backbone(
         seconds=time.perf_counter() - t0,
         decode_seconds=decode_seconds,
         skipped=skipped,
+        extractor=settings.extractor,
     )
     return report.to_dict()
+
+
+def build_network(
+    settings: BackboneTrainConfig, num_classes: int
+) -> tuple[InceptionI3d | ATAViT, dict[str, Any]]:
+    """The network to train, with a fresh ``num_classes`` layer, and its start's meta."""
+    if settings.extractor == "ata":
+        arch = {**settings.ata, "frames": settings.clip_length, "image_size": settings.input_size}
+        if settings.init == "random":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(settings.seed)
+                model = ATAViT(num_classes, **arch)
+            return model, {"origin": f"random initialisation (torch seed {settings.seed})"}
+        model, meta = load_ata(settings.init)
+        if any(model.arch[k] != v for k, v in arch.items()):
+            raise BackboneError(
+                f"backbone.init {settings.init}: an ATA network {model.arch}, but the config "
+                f"asks for {arch}"
+            )
+    else:
+        model, meta = resolve_i3d(settings.init, settings.modality, seed=settings.seed)
+        # the running statistics must follow the new data (flow, another domain) within the
+        # few hundred steps of a fine-tuning run, or evaluation-mode outputs lag behind
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.momentum = settings.bn_momentum
+    torch.manual_seed(settings.seed)  # the new layer, dropout
+    model.replace_logits(num_classes)
+    return model, meta
 
 
 def class_counts(labels: Sequence[int], num_classes: int) -> list[int]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from features.ata import ATAViT
 from features.i3d import InceptionI3d
 from features.weights import (
     KINETICS_ORIGIN,
@@ -17,10 +18,12 @@ from features.weights import (
     convert_deepmind,
     cross_modality_init,
     fetch_kinetics_rgb,
+    load_ata,
     load_i3d,
     load_numpy_pickle,
     read_weights,
     resolve_i3d,
+    resolve_network,
     save_weights,
     sha256_file,
     state_digest,
@@ -197,3 +200,30 @@ def test_resolve_weights_file_checks_the_stream(tmp_path):
         resolve_i3d(str(path), "rgb")
     with pytest.raises(WeightsError, match="missing"):
         resolve_i3d(str(tmp_path / "missing.pt"), "rgb")
+
+
+def test_ata_weights_rebuild_their_network_and_are_told_apart_from_i3d(tmp_path):
+    torch.manual_seed(0)
+    net = ATAViT(5, frames=4, image_size=16, patch_size=8, dim=16, depth=1, heads=2)
+    path = tmp_path / "ata.pt"
+    save_weights(net.state_dict(), path, {"arch": "ata", "ata": net.arch, "num_classes": 5})
+    model, meta = resolve_network("ata", str(path), "rgb")
+    assert model.arch == net.arch and meta["digest"] == sha256_file(path)
+    clips = torch.rand(2, 3, 4, 16, 16) * 2 - 1
+    torch.testing.assert_close(model.features(clips), net.eval().features(clips))
+    assert model.feature_dim == 16 and model.in_channels == 3
+    with pytest.raises(WeightsError, match=r"ata\.pt: weights of an 'ata' network, not I3D"):
+        resolve_network("i3d", str(path), "rgb")
+    i3d = tmp_path / "i3d.pt"
+    save_weights(pytorch_i3d_state(), i3d, {"origin": "test"})
+    with pytest.raises(WeightsError, match=r"i3d\.pt: not ATA weights \(meta arch 'i3d'\)"):
+        load_ata(i3d)
+    with pytest.raises(WeightsError, match="needs trained ATA weights"):
+        resolve_network("ata", "kinetics-rgb", "rgb")
+    with pytest.raises(WeightsError, match="RGB only"):
+        resolve_network("ata", str(path), "flow")
+    broken = tmp_path / "broken.pt"
+    save_weights(net.state_dict(), broken, {"arch": "ata", "ata": {**net.arch, "dim": 32},
+                                            "num_classes": 5})  # fmt: skip
+    with pytest.raises(WeightsError, match="do not fit their recorded network"):
+        load_ata(broken)

@@ -101,3 +101,27 @@ def test_cross_field_checks():
         load_config(None, ["evaluation.tiou_thresholds=[0.5, 1.5]"])
     with pytest.raises(ConfigError, match="must be even"):
         load_config(None, ["data.synth.size=101"])
+
+
+def test_ata_extractor_settings_are_checked_and_the_backbone_starts_random():
+    ata = ["features.extractor=ata", "features.modalities=[rgb]"]
+    config = load_config(None, ata)
+    assert config.backbone.init == "random" and config.features.ata.temporal == "aligned"
+    assert load_config(None, []).backbone.init == "kinetics-rgb"
+    with pytest.raises(ConfigError, match=r"RGB network: modalities must be \[rgb\]"):
+        load_config(None, ["features.extractor=ata"])
+    with pytest.raises(ConfigError, match="input_size 100 must be a multiple of ata.patch_size 8"):
+        load_config(None, [*ata, "features.input_size=100"])
+    with pytest.raises(ConfigError, match="ata.dim 30 must be a multiple of ata.heads 4"):
+        load_config(None, [*ata, "features.ata.dim=30"])
+    with pytest.raises(ConfigError, match="kinetics-rgb is I3D's"):
+        load_config(None, [*ata, "backbone.init=kinetics-rgb"])
+    with pytest.raises(ConfigError, match="backbone.modality must be rgb"):
+        load_config(None, [*ata, "backbone.modality=flow"])
+    with pytest.raises(ConfigError, match="features.ata.temporal"):
+        load_config(None, [*ata, "features.ata.temporal=diagonal"])
+
+
+def test_co2net_needs_both_streams():
+    with pytest.raises(ConfigError, match=r"co2net needs features.modalities \[rgb, flow\]"):
+        load_config(None, ["model.name=co2net", "features.modalities=[rgb]"])

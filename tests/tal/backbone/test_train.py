@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from features.weights import load_i3d, resolve_i3d
+from features.ata import ATAViT
+from features.weights import load_i3d, resolve_i3d, save_weights
 from tal.backbone.clips import BackboneError
-from tal.backbone.train import BackboneTrainConfig, random_flip, train_backbone
+from tal.backbone.train import BackboneTrainConfig, build_network, random_flip, train_backbone
 from tal.config import load_config
 from tal.data.annotations import AnnotationError, load_annotations
 
@@ -134,3 +135,33 @@ def test_cuda_requested_without_gpu_is_clear(tiny_synth, tmp_path):
     settings = BackboneTrainConfig(**{**TINY.__dict__, "device": "cuda"})
     with pytest.raises(BackboneError, match="backbone.device.*cuda"):
         _train(tiny_synth, tmp_path / "w.pt", settings)
+
+
+def test_ata_network_is_built_from_the_features_settings(tmp_path):
+    config = load_config(
+        None,
+        ["features.extractor=ata", "features.modalities=[rgb]", "features.clip_length=4",
+         "features.input_size=32", "features.ata.dim=16", "features.ata.temporal=plain",
+         "backbone.seed=3"],
+    )  # fmt: skip
+    settings = BackboneTrainConfig.from_experiment(config)
+    assert settings.extractor == "ata" and settings.init == "random"
+    model, meta = build_network(settings, num_classes=5)
+    assert isinstance(model, ATAViT) and model.num_classes == 5
+    assert model.arch == {"frames": 4, "image_size": 32, "patch_size": 8, "dim": 16,
+                          "depth": 2, "heads": 4, "temporal": "plain"}  # fmt: skip
+    assert meta["origin"] == "random initialisation (torch seed 3)"
+    again, _ = build_network(settings, num_classes=5)  # seeded: the same start
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    # continuing from ATA weights keeps their network; another shape is refused
+    path = tmp_path / "ata.pt"
+    save_weights(model.state_dict(), path, {"arch": "ata", "ata": model.arch, "num_classes": 5})
+    resumed, _ = build_network(
+        BackboneTrainConfig(**{**settings.__dict__, "init": str(path)}), num_classes=3
+    )
+    torch.testing.assert_close(resumed.space, model.space)
+    assert resumed.num_classes == 3
+    wider = {**settings.__dict__, "init": str(path), "ata": {**settings.ata, "dim": 32}}
+    with pytest.raises(BackboneError, match="ata.pt: an ATA network .* but the config asks for"):
+        build_network(BackboneTrainConfig(**wider), num_classes=3)

@@ -112,8 +112,12 @@ class ATABlock(nn.Module):
 
 
 class ATAViT(nn.Module):
-    """A small ViT over clips ``[B, 3, T, H, W]`` with ATA blocks; ``features`` gives the
-    pooled clip feature ``[B, dim]`` (what an extractor stores), ``forward`` class logits."""
+    """A small ViT over clips ``[B, 3, T, H, W]`` in [-1, 1] with ATA blocks, trained from
+    scratch (no image-pretrained weights can be fetched here). ``features`` gives the pooled
+    clip feature ``[B, dim]`` (what the ``ata`` extractor stores), ``forward`` class logits;
+    ``arch`` is what a weights file records to rebuild it."""
+
+    in_channels = 3
 
     def __init__(
         self,
@@ -129,7 +133,14 @@ class ATAViT(nn.Module):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch {patch_size}")
-        self.dim, self.frames = dim, frames
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
+        self.arch = {
+            "frames": frames, "image_size": image_size, "patch_size": patch_size, "dim": dim,
+            "depth": depth, "heads": heads, "temporal": temporal,
+        }  # fmt: skip
+        self.dim, self.frames, self.image_size = dim, frames, image_size
+        self.feature_dim, self.num_classes = dim, num_classes
         self.patch = nn.Conv2d(3, dim, patch_size, stride=patch_size)
         patches = (image_size // patch_size) ** 2
         self.space = nn.Parameter(torch.zeros(1, 1, patches, dim))
@@ -140,18 +151,29 @@ class ATAViT(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
-    def features(self, clips: Tensor) -> Tensor:
-        if clips.dim() != 5 or clips.shape[1] != 3 or clips.shape[2] != self.frames:
+    def tokens(self, clips: Tensor) -> Tensor:
+        """Patch tokens with space and time embeddings, ``[B, T, N, dim]``."""
+        shape = (3, self.frames, self.image_size, self.image_size)
+        if clips.dim() != 5 or tuple(clips.shape[1:]) != shape:
             raise ValueError(
-                f"clips: expected [B, 3, {self.frames}, H, W], got {tuple(clips.shape)}"
+                f"clips: expected [B, 3, {self.frames}, {self.image_size}, {self.image_size}] "
+                f"(this ATA network's frames and size), got {tuple(clips.shape)}"
             )
         b, _, t, h, w = clips.shape
         x = self.patch(clips.transpose(1, 2).reshape(b * t, 3, h, w))  # [B*T, C, h', w']
         x = x.flatten(2).transpose(1, 2).reshape(b, t, -1, self.dim)
-        x = x + self.space + self.time
+        return x + self.space + self.time
+
+    def features(self, clips: Tensor) -> Tensor:
+        x = self.tokens(clips)
         for block in self.blocks:
             x = block(x)
         return self.norm(x.mean(dim=(1, 2)))
+
+    def replace_logits(self, num_classes: int) -> None:
+        """A fresh classification layer for ``num_classes``."""
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.dim, num_classes)
 
     def forward(self, clips: Tensor) -> Tensor:
         return self.head(self.features(clips))

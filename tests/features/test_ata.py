@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tal.backbone.ata import (
+from features.ata import (
     ATAViT,
     TemporalAttention,
     align_patches,
