@@ -8,8 +8,11 @@ camera motion.
 
 Clips come from the training and validation videos of a synthetic dataset made with the
 config's ``data.synth`` settings but ``--videos`` videos, in ``runs/bench/ata_clips`` (made
-once; ``--videos 0``: the config's own dataset) (``tal.backbone.clips``, RGB, ``--frames``
-frames at the features' fps, plus background clips). ``--pan P`` adds camera
+once; ``--videos 0``: the config's own dataset): ``tal.backbone.clips`` cuts them in time
+(RGB, ``--frames`` frames at the features' fps, plus background clips), and each is cropped
+around its actor, from the box the generator recorded (``synth.json``), so that the actor
+fills the clip as in a recognition dataset (background clips: a random square of similar
+size). ``--whole-frame`` keeps the whole frame instead. ``--pan P`` adds camera
 motion: each clip is cut ``size + P * (frames - 1)`` pixels wide and a ``size`` window moves
 across it by ``P`` pixels per frame, horizontally and vertically, in a random direction per
 clip (seeded), so everything in the frame shifts as it does under a panning camera. Both
@@ -23,7 +26,9 @@ and time per variant.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +58,44 @@ def panned(clips: ClipSet, size: int, pan: int, seed: int) -> ClipSet:
             x = f * pan if sx > 0 else travel - f * pan
             y = f * pan if sy > 0 else travel - f * pan
             out[i, f] = clips.clips[i, f, y : y + size, x : x + size]
+    return ClipSet(out, clips.labels, clips.windows, clips.label_names, clips.skipped)
+
+
+def actor_crops(clips: ClipSet, synth: dict, side: int, seed: int) -> ClipSet:
+    """Each clip cropped to a square around its actor's recorded box (1.25 x its longer
+    side; background clips: a random square of 24-48 px at 128 px) and resized to ``side``."""
+    rng = np.random.default_rng(seed)
+    n, t, full = clips.clips.shape[:3]
+    out = np.empty((n, t, side, side, clips.clips.shape[-1]), clips.clips.dtype)
+    background = len(clips.label_names) - 1
+    for i, w in enumerate(clips.windows):
+        video = synth["videos"][w.video_id]
+        scale, rate = full / video["width"], video["fps"] / w.fps
+        box = None
+        if w.label != background:  # the instance of this label the window overlaps most
+            lo, hi = w.start * rate, (w.start + w.length) * rate
+            overlap = [
+                (min(hi, b) - max(lo, a), inst["box"])
+                for inst in video["instances"]
+                if inst["label"] == clips.label_names[w.label]
+                for a, b in [inst["action_frames"]]
+            ]
+            box = max(overlap)[1]
+        if box is not None:
+            x0, y0, x1, y1 = (v * scale for v in box)
+            length = 1.25 * max(x1 - x0, y1 - y0)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        else:
+            length = rng.uniform(24, 48) * full / 128
+            cx, cy = rng.uniform(length / 2, full - length / 2, size=2)
+        length = int(min(max(length, 8), full))
+        x = int(np.clip(round(cx - length / 2), 0, full - length))
+        y = int(np.clip(round(cy - length / 2), 0, full - length))
+        crop = torch.from_numpy(clips.clips[i, :, y : y + length, x : x + length]).float()
+        crop = torch.nn.functional.interpolate(
+            crop.permute(0, 3, 1, 2), size=(side, side), mode="bilinear", antialias=True
+        )
+        out[i] = crop.permute(0, 2, 3, 1).round().clamp(0, 255).numpy().astype(out.dtype)
     return ClipSet(out, clips.labels, clips.windows, clips.label_names, clips.skipped)
 
 
@@ -96,6 +139,7 @@ def main() -> None:
                         help="camera pan in px per frame; one table per value")  # fmt: skip
     parser.add_argument("--videos", type=int, default=96)
     parser.add_argument("--clips-per-instance", type=int, default=2)
+    parser.add_argument("--whole-frame", action="store_true", help="no crop around the actor")
     args = parser.parse_args()
     sets = []
     if args.videos:
@@ -104,14 +148,29 @@ def main() -> None:
     if args.videos:
         ensure_synth_dataset(cfg)
     annotations = load_annotations(cfg.data.annotations)
+    synth = json.loads((Path(cfg.data.root) / "synth.json").read_text())
+    cut = {"clip_length": args.frames, "fps": cfg.features.fps,
+           "clips_per_instance": args.clips_per_instance}  # fmt: skip
+    whole = {}  # full-frame clips, cut once
+    if not args.whole_frame:
+        for name, subsets in (
+            ("train", list(cfg.data.train_subsets)),
+            ("val", [cfg.data.val_subset]),
+        ):
+            whole[name] = build_clip_set(
+                annotations, cfg.data.videos, subsets, input_size=synth["params"]["size"], **cut
+            )  # fmt: skip
     for pan in args.pan:
-        common = {"clip_length": args.frames, "fps": cfg.features.fps,
-                  "input_size": args.size + pan * (args.frames - 1),
-                  "clips_per_instance": args.clips_per_instance}  # fmt: skip
+        side = args.size + pan * (args.frames - 1)
         datasets = {}
         for name, subsets, seed in (("train", list(cfg.data.train_subsets), 0),
                                     ("val", [cfg.data.val_subset], 1)):  # fmt: skip
-            clips = build_clip_set(annotations, cfg.data.videos, subsets, **common)
+            if args.whole_frame:
+                clips = build_clip_set(
+                    annotations, cfg.data.videos, subsets, input_size=side, **cut
+                )  # fmt: skip
+            else:
+                clips = actor_crops(whole[name], synth, side, seed)
             datasets[name] = ClipDataset(panned(clips, args.size, pan, seed))
             classes = len(clips.label_names)
         train, val = datasets["train"], datasets["val"]
