@@ -76,7 +76,7 @@ class BackboneTrainConfig:
         return cls(
             extractor=f.extractor,
             modality=b.modality,
-            init=b.init or "kinetics-rgb",
+            init=str(b.init),  # ExperimentConfig fills it from the extractor when unset
             epochs=b.epochs,
             batch_size=b.batch_size,
             lr=b.lr,

@@ -30,16 +30,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tal.config import ASLConfig
-from tal.engine.losses import LocalizationLoss, diou_loss_1d, sigmoid_focal_loss
+from tal.engine.losses import (
+    LocalizationLoss,
+    diou_loss_1d,
+    segment_iou_1d,
+    sigmoid_focal_loss,
+)
 from tal.models.asl import relative_position
-
-
-def segment_iou_1d(pred: Tensor, target: Tensor) -> Tensor:
-    """IoU of segments given as ``(d_start, d_end)`` distances from the same point, ``[N]``."""
-    inter = torch.minimum(pred[:, 0], target[:, 0]) + torch.minimum(pred[:, 1], target[:, 1])
-    inter = inter.clamp(min=0)
-    union = pred.sum(1) + target.sum(1) - inter
-    return inter / union.clamp(min=1e-8)
 
 
 def _region_mean(feats: Tensor, lo: float, hi: float) -> Tensor | None:

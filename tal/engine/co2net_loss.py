@@ -56,7 +56,8 @@ def suppressed(cas: Tensor, attention: Tensor) -> Tensor:
     return attention[:, :, None] * (cas - low) + low
 
 
-def masked_mean(x: Tensor, masks: Tensor) -> Tensor:
+def mean_of_real_points(x: Tensor, masks: Tensor) -> Tensor:
+    """One mean over every real (unpadded) point of the batch, ``x`` and ``masks`` ``[B, T]``."""
     return x[masks].mean()
 
 
@@ -125,13 +126,13 @@ class CO2NetLoss(nn.Module):
             c.coactivity_margin,
         )  # fmt: skip
         mutual = 0.5 * (
-            masked_mean((att_rgb - att_flow.detach()) ** 2, masks)
-            + masked_mean((att_flow - att_rgb.detach()) ** 2, masks)
+            mean_of_real_points((att_rgb - att_flow.detach()) ** 2, masks)
+            + mean_of_real_points((att_flow - att_rgb.detach()) ** 2, masks)
         )
         attentions = (att, att_rgb, att_flow)
-        sparsity = sum(masked_mean(a, masks) for a in attentions) / 3
+        sparsity = sum(mean_of_real_points(a, masks) for a in attentions) / 3
         foreground = 1 - torch.softmax(cas, dim=2)[:, :, -1]
-        guide = sum(masked_mean((a - foreground).abs(), masks) for a in attentions) / 3
+        guide = sum(mean_of_real_points((a - foreground).abs(), masks) for a in attentions) / 3
         loss = (
             mil
             + mil_supp

@@ -49,6 +49,14 @@ def sigmoid_focal_loss(
     return _reduce(loss, reduction)
 
 
+def segment_iou_1d(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
+    """IoU of 1-D segments given as ``(d_start, d_end)`` distances from the same point, ``[N]``."""
+    inter = torch.minimum(pred[:, 0], target[:, 0]) + torch.minimum(pred[:, 1], target[:, 1])
+    inter = inter.clamp(min=0)
+    union = pred.sum(1) + target.sum(1) - inter
+    return inter / union.clamp(min=eps)
+
+
 def diou_loss_1d(pred: Tensor, target: Tensor, reduction: str = "sum", eps: float = 1e-8) -> Tensor:
     """``1 - DIoU`` of 1-D segments given as ``(d_start, d_end)`` distances from one point.
 
@@ -58,9 +66,7 @@ def diou_loss_1d(pred: Tensor, target: Tensor, reduction: str = "sum", eps: floa
     """
     ps, pe = pred[:, 0], pred[:, 1]
     ts, te = target[:, 0], target[:, 1]
-    inter = (torch.minimum(ps, ts) + torch.minimum(pe, te)).clamp(min=0)
-    union = (ps + pe) + (ts + te) - inter
-    iou = inter / union.clamp(min=eps)
+    iou = segment_iou_1d(pred, target, eps)
     enclose = torch.maximum(ps, ts) + torch.maximum(pe, te)
     centre_gap = ((pe - ps) - (te - ts)) / 2
     diou = iou - centre_gap**2 / (enclose**2).clamp(min=eps)

@@ -10,12 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from tal.config import ASLConfig
-from tal.engine.asl_loss import (
-    ActionSensitiveLoss,
-    action_sensitive_contrastive,
-    segment_iou_1d,
-)
-from tal.engine.losses import LocalizationLoss, sigmoid_focal_loss
+from tal.engine.asl_loss import ActionSensitiveLoss, action_sensitive_contrastive
+from tal.engine.losses import LocalizationLoss, segment_iou_1d, sigmoid_focal_loss
 from tal.models.asl import ClassSensitivity
 
 GT_SEGMENTS = [torch.tensor([[4.0, 12.0]]), torch.tensor([[2.0, 5.0]])]
