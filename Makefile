@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # the project's container image (infra/docker/Dockerfile), tagged with the package version
 IMAGE ?= tal-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: demo test install weights lint format bench clean up down status image
+.PHONY: demo test test-fast install weights lint format bench clean up down status image
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: weights
 
 test: weights
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the unit tier: no Ray, no servers, no network, no pretrained weights; under 2 minutes on
+# 2 cores (tests/conftest.py fails a test of this tier that starts Ray)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
 
 # the local loopback stack: Ray head (127.0.0.1:8265), MLflow (127.0.0.1:5000), Prefect
 # (127.0.0.1:4200) as background processes; pids and logs in .stack/

@@ -136,9 +136,14 @@ class ATAViT(nn.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
         self.arch = {
-            "frames": frames, "image_size": image_size, "patch_size": patch_size, "dim": dim,
-            "depth": depth, "heads": heads, "temporal": temporal,
-        }  # fmt: skip
+            "frames": frames,
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "dim": dim,
+            "depth": depth,
+            "heads": heads,
+            "temporal": temporal,
+        }
         self.dim, self.frames, self.image_size = dim, frames, image_size
         self.feature_dim, self.num_classes = dim, num_classes
         self.patch = nn.Conv2d(3, dim, patch_size, stride=patch_size)

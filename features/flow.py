@@ -24,9 +24,9 @@ def _engine(method: str):
 
     cv2.setNumThreads(1)  # deterministic and polite next to the network's threads
     if method == "tvl1":
-        return cv2.optflow.DualTVL1OpticalFlow_create()
+        return cv2.optflow.DualTVL1OpticalFlow_create()  # type: ignore[attr-defined]
     if method == "dis":
-        return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]
     raise ValueError(f"optical flow method {method!r}: expected one of {', '.join(FLOW_METHODS)}")
 
 

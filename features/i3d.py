@@ -126,11 +126,23 @@ class InceptionI3d(nn.Module):
         self.logits = Unit3D(FEATURE_DIM, num_classes, batch_norm=False, activation=False)
 
     ENDPOINTS = (
-        "Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3",
-        "MaxPool3d_3a_3x3", "Mixed_3b", "Mixed_3c", "MaxPool3d_4a_3x3", "Mixed_4b",
-        "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f", "MaxPool3d_5a_2x2", "Mixed_5b",
+        "Conv3d_1a_7x7",
+        "MaxPool3d_2a_3x3",
+        "Conv3d_2b_1x1",
+        "Conv3d_2c_3x3",
+        "MaxPool3d_3a_3x3",
+        "Mixed_3b",
+        "Mixed_3c",
+        "MaxPool3d_4a_3x3",
+        "Mixed_4b",
+        "Mixed_4c",
+        "Mixed_4d",
+        "Mixed_4e",
+        "Mixed_4f",
+        "MaxPool3d_5a_2x2",
+        "Mixed_5b",
         "Mixed_5c",
-    )  # fmt: skip
+    )
 
     def trunk(self, x: torch.Tensor, until: str = "Mixed_5c") -> torch.Tensor:
         """Activations at endpoint ``until`` ([B, C, T', H', W'])."""

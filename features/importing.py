@@ -33,6 +33,7 @@ Decisions, and why:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -45,7 +46,9 @@ from typing import Any
 import numpy as np
 
 from features.clips import num_features
-from features.store import DTYPES, MODALITIES, FeatureStore, check_video_id
+from features.errors import UserInputError
+from features.store import DTYPES, MODALITIES, FeatureStore
+from features.video_ids import MAX_VIDEO_ID_BYTES, check_video_id
 
 __all__ = [
     "FeatureImportError",
@@ -61,7 +64,7 @@ NPY_MAGIC = b"\x93NUMPY"
 Durations = Mapping[str, tuple[float, float | None] | float]
 
 
-class FeatureImportError(ValueError):
+class FeatureImportError(UserInputError):
     """The import as a whole cannot run (missing folder, no files, bad options)."""
 
 
@@ -103,15 +106,27 @@ def list_feature_files(folder: str | os.PathLike[str]) -> list[Path]:
     )
 
 
+def _escape(c: str) -> str:
+    if c in "/\\%" or ord(c) < 32 or ord(c) == 127:
+        return f"%{ord(c):02X}"
+    if 0xDC80 <= ord(c) <= 0xDCFF:  # a byte of a file name that is not UTF-8
+        return f"%{ord(c) - 0xDC00:02X}"
+    if 0xD800 <= ord(c) <= 0xDFFF:
+        return f"%u{ord(c):04X}"
+    return c
+
+
 def _manifest_id(name: str) -> str:
-    """A usable manifest id for a file name that is not a valid video id (percent-encoded)."""
-    out = "".join(
-        f"%{ord(c):02X}" if c in "/\\%" or ord(c) < 32 or ord(c) == 127 else c for c in name
-    )
+    """A usable manifest id for a file name that is not a valid video id (percent-encoded;
+    a name too long is cut and ended with a digest of the whole name)."""
+    out = "".join(_escape(c) for c in name).replace("..", ".%2E")
     if out.startswith("."):
         out = "%2E" + out[1:]
     if out.strip() == "" or out == "zarr.json":
         out = "".join(f"%{ord(c):02X}" for c in out) or "%00"
+    if len(out.encode()) > MAX_VIDEO_ID_BYTES:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        out = out.encode()[: MAX_VIDEO_ID_BYTES - 17].decode("utf-8", "ignore") + "~" + digest
     return out
 
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,9 @@ import zarr
 from zarr.codecs import ZstdCodec
 from zarr.core.sync import sync
 
+from features.atomic import atomic_path, atomic_write_bytes
 from features.clips import feature_centers, num_features
+from features.video_ids import check_video_id
 
 __all__ = [
     "FORMAT_VERSION",
@@ -96,22 +97,6 @@ MANIFEST_COLUMNS = (
     "error",
     "seconds",
 )
-
-
-def check_video_id(video_id: object) -> str:
-    """``video_id`` if it is safe as an array and file name, else a ValueError naming it."""
-    if not isinstance(video_id, str) or not video_id.strip():
-        raise ValueError(f"video id {video_id!r}: must be a non-empty string")
-    bad = [c for c in ("/", "\\") if c in video_id]
-    if bad:
-        raise ValueError(f"video id {video_id!r}: must not contain {' or '.join(bad)}")
-    if video_id.startswith("."):  # ".", ".." and hidden files
-        raise ValueError(f"video id {video_id!r}: must not start with '.' (no '..')")
-    if video_id == "zarr.json":
-        raise ValueError(f"video id {video_id!r}: reserved by zarr")
-    if any(ord(c) < 32 or ord(c) == 127 for c in video_id):
-        raise ValueError(f"video id {video_id!r}: must not contain control characters")
-    return video_id
 
 
 def _local_path(location: str | os.PathLike[str]) -> Path | None:
@@ -225,7 +210,7 @@ class FeatureStore:
             cls.open(location, mode="a", storage_options=storage_options)  # a feature store?
         local = _local_path(location)
         foreign = local is not None and local.exists() and not exists
-        if foreign and (not local.is_dir() or any(local.iterdir())):
+        if foreign and local is not None and (not local.is_dir() or any(local.iterdir())):
             raise ValueError(f"feature store {location}: exists and is not a feature store")
         group = zarr.open_group(
             target, mode="w", storage_options=storage_options, zarr_format=3, attributes=wanted
@@ -325,7 +310,7 @@ class FeatureStore:
         info = self._check_meta(video_id, meta, rows)
         self._unmark(video_id)  # hide an older version while it is rewritten
         for modality, data in arrays.items():
-            array = self.group[modality].create_array(
+            array = self._subgroup(modality).create_array(
                 video_id,
                 shape=data.shape,
                 dtype=self.dtype,
@@ -336,7 +321,7 @@ class FeatureStore:
             )
             array[...] = data
             array.update_attributes({"complete": True})
-        self.group[DONE_GROUP].create_group(video_id, attributes=info, overwrite=True)
+        self._subgroup(DONE_GROUP).create_group(video_id, attributes=info, overwrite=True)
         self.record(
             video_id,
             "done",
@@ -465,10 +450,25 @@ class FeatureStore:
                 f"video {video_id!r} is not (completely) in feature store {self.location}"
             )
 
+    def _subgroup(self, name: str) -> zarr.Group:
+        """The store's group ``name`` (a modality, or the completion markers)."""
+        node = self.group[name]
+        if not isinstance(node, zarr.Group):
+            raise ValueError(f"feature store {self.location}: {name} is not a group")
+        return node
+
+    def _array(self, modality: str, video_id: str) -> zarr.Array:
+        node = self._subgroup(modality)[video_id]
+        if not isinstance(node, zarr.Array):
+            raise ValueError(
+                f"feature store {self.location}: {modality}/{video_id} is not an array"
+            )
+        return node
+
     def meta(self, video_id: str) -> dict[str, Any]:
         """``num_frames``, ``fps``, ``duration``, ``num_features`` (and extra meta) of a video."""
         self._require(video_id)
-        return dict(self.group[DONE_GROUP][video_id].attrs)
+        return dict(self._subgroup(DONE_GROUP)[video_id].attrs)
 
     def read(self, video_id: str, modalities: str | Iterable[str] | None = None) -> np.ndarray:
         """Features ``[T, C]`` of ``video_id``; several modalities are concatenated along C."""
@@ -481,7 +481,7 @@ class FeatureStore:
             raise ValueError(
                 f"feature store {self.location}: modalities {list(names)} not among {list(self.modalities)}"
             )
-        parts = [np.asarray(self.group[m][video_id][...]) for m in names]
+        parts = [np.asarray(self._array(m, video_id)[...]) for m in names]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     # ------------------------------------------------------------------ manifest
@@ -493,7 +493,7 @@ class FeatureStore:
 
     def _put_text(self, relpath: str, text: str) -> None:
         if self.local is not None:
-            _atomic_write(self.local / relpath, text.encode())
+            atomic_write_bytes(self.local / relpath, text.encode())
         else:
             fs, root = self._fs()
             fs.pipe_file(f"{root}/{relpath}", text.encode())
@@ -554,11 +554,11 @@ class FeatureStore:
         import pyarrow.parquet as pq
 
         if self.local is not None:
-            path = self.local / MANIFEST_FILE
-            return pq.read_table(path) if path.is_file() else None
+            local = self.local / MANIFEST_FILE
+            return pq.read_table(local) if local.is_file() else None
         fs, root = self._fs()
-        path = f"{root}/{MANIFEST_FILE}"
-        return pq.read_table(path, filesystem=fs) if fs.exists(path) else None
+        remote = f"{root}/{MANIFEST_FILE}"
+        return pq.read_table(remote, filesystem=fs) if fs.exists(remote) else None
 
     def manifest(self):
         """The manifest as a pyarrow Table: manifest.parquet overlaid with newer records."""
@@ -580,13 +580,8 @@ class FeatureStore:
         import pyarrow.parquet as pq
 
         if self.local is not None:
-            path = self.local / MANIFEST_FILE
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            try:
+            with atomic_path(self.local / MANIFEST_FILE) as tmp:
                 pq.write_table(table, tmp)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
         else:  # object stores replace an object whole
             fs, root = self._fs()
             pq.write_table(table, f"{root}/{MANIFEST_FILE}", filesystem=fs)
@@ -621,16 +616,6 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float):
         return math.isclose(a, b, rel_tol=0, abs_tol=1e-9)
     return a == b
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _manifest_table(rows: list[dict[str, Any]]):

@@ -13,8 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from features.errors import UserInputError
 
-class VideoDecodeError(RuntimeError):
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mkv", ".avi", ".webm", ".mov")
+"""File name endings taken as videos by default (the project's one list)."""
+
+
+class VideoDecodeError(UserInputError):
     """A video that cannot be opened or decoded; the message names the file and the cause."""
 
 

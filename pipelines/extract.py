@@ -1,6 +1,6 @@
 """Feature extraction on a Ray actor pool: videos in, a complete Zarr feature store out.
 
-    python -m pipelines.extract --config configs/demo.yaml          (what `ray job submit` runs)
+    python -m pipelines extract --config configs/demo.yaml          (what `ray job submit` runs)
     tal extract --videos DIR --store STORE --workers 2 --modalities rgb flow
 
 Each actor loads its networks once (``num_gpus`` per actor where the cluster has GPUs, CPU
@@ -314,7 +314,9 @@ def run_extraction(
     import ray
     from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
-    extensions = extensions or [".mp4", ".mkv", ".avi", ".webm", ".mov"]
+    from features.video import VIDEO_EXTENSIONS
+
+    extensions = extensions or list(VIDEO_EXTENSIONS)
     files = list_videos(videos, extensions)
     bad_ids = {}
     for vid in files:
@@ -466,13 +468,3 @@ def extract_from_config(
         extensions=config.data.video_extensions,
         log=log,
     )
-
-
-def main() -> None:
-    from pipelines.cli import run_module
-
-    run_module("extract")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Build the cross-video pairs file of an experiment (the partners of inter-video attention).
 
-python -m pipelines.pairs --config configs/demo.yaml [--store runs/demo/features.zarr]
+python -m pipelines pairs --config configs/demo.yaml [--store runs/demo/features.zarr]
 """
 
 from __future__ import annotations
@@ -107,13 +107,3 @@ def build_pairs_from_config(
     log(result.summary())
     log(f"wrote {path}")
     return result
-
-
-def main() -> None:
-    from pipelines.cli import run_module
-
-    run_module("pairs")
-
-
-if __name__ == "__main__":
-    main()

@@ -75,12 +75,13 @@ def predict_videos(
     videos: Sequence[str | os.PathLike[str]],
     tracking_uri: str | None = None,
     device: str = "auto",
-    partner: str | None = None,
+    config_overrides: Sequence[str] = (),
     log: Callable[[str], None] = print,
 ) -> PredictResult:
     """Detections of each video file with the model at ``model_uri`` (``models:/NAME@ALIAS``,
-    ``models:/NAME/VERSION`` or ``runs:/RUN/model``). Unreadable videos are reported in
-    ``failed`` and the others still predicted."""
+    ``models:/NAME/VERSION`` or ``runs:/RUN/model``); ``config_overrides`` (``key=value``)
+    change the model's stored config (e.g. ``model.inference_partner=bank``). Unreadable
+    videos are reported in ``failed`` and the others still predicted."""
     from features.store import check_video_id
     from features.video import VideoDecodeError
     from pipelines.registry import load_packaged
@@ -110,7 +111,9 @@ def predict_videos(
             continue
         # the model was trained on features stored as `dtype`: round them the same way
         feats = {m: f.astype(dtype).astype(np.float32) for m, f in out.features.items()}
-        found = model.predict_features(video_id, feats, out.fps, out.duration, partner)
+        found = model.predict_features(
+            video_id, feats, out.fps, out.duration, config_overrides=config_overrides
+        )
         rows += list(
             zip(found.video_ids, found.labels, found.start, found.end, found.score, strict=True)
         )

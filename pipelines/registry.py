@@ -12,9 +12,14 @@ and the comparison is logged with the run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pipelines.tracking import client
+
+if TYPE_CHECKING:
+    import torch
+
+    from tal.engine.package import PackagedLocalizer
 
 CHAMPION = "champion"
 SCORE = "val_average_mAP"
@@ -44,7 +49,7 @@ class Registration:
         )
 
 
-def log_model(uri: str, run_id: str, model: Any) -> str:
+def log_model(uri: str, run_id: str, model: torch.nn.Module) -> str:
     """Log ``model`` (a PackagedLocalizer, an I3D) to the run as ``model``; returns its
     artifact URI.
 
@@ -106,9 +111,14 @@ def register(
     if promoted:
         c.set_registered_model_alias(name, CHAMPION, mv.version)
     result = Registration(
-        name, str(mv.version), score, promoted,
-        before[0] if before else None, before[1] if before else None, score_name,
-    )  # fmt: skip
+        name,
+        str(mv.version),
+        score,
+        promoted,
+        before[0] if before else None,
+        before[1] if before else None,
+        score_name,
+    )
     c.log_dict(
         run_id,
         {
@@ -127,7 +137,20 @@ def register(
     return result
 
 
-def list_versions(uri: str, name: str | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version as ``tal models`` lists it."""
+
+    name: str
+    version: str
+    score: float | None
+    score_name: str
+    aliases: list[str]
+    run_id: str
+    created: int
+
+
+def list_versions(uri: str, name: str | None = None) -> list[ModelVersion]:
     """Every registered version (of ``name``, or of all models) with score, run and aliases."""
     c = client(uri)
     names = [name] if name else [m.name for m in c.search_registered_models()]
@@ -142,19 +165,21 @@ def list_versions(uri: str, name: str | None = None) -> list[dict[str, Any]]:
                 score: float | None = _version_score(c, model_name, mv.version)
             except (KeyError, ValueError):
                 score = None
-            rows.append({
-                "name": model_name,
-                "version": str(mv.version),
-                "score": score,
-                "score_name": (mv.tags or {}).get("score_name", SCORE),
-                "aliases": sorted(aliases.get(str(mv.version), [])),
-                "run_id": mv.run_id,
-                "created": mv.creation_timestamp,
-            })  # fmt: skip
-    return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
+            rows.append(
+                ModelVersion(
+                    name=model_name,
+                    version=str(mv.version),
+                    score=score,
+                    score_name=(mv.tags or {}).get("score_name", SCORE),
+                    aliases=sorted(aliases.get(str(mv.version), [])),
+                    run_id=str(mv.run_id),
+                    created=int(mv.creation_timestamp),
+                )
+            )
+    return sorted(rows, key=lambda r: (r.name, int(r.version)))
 
 
-def load_packaged(model_uri: str, uri: str | None = None):
+def load_packaged(model_uri: str, uri: str | None = None) -> PackagedLocalizer:
     """A registered or logged model (``models:/NAME@champion``, ``runs:/ID/model``, ...)."""
     import mlflow.pytorch
 

@@ -1,13 +1,13 @@
-"""Make sure the synthetic dataset of a config exists: generate it once, reuse it after.
-
-python -m pipelines.synth --config configs/demo.yaml [--set data.synth.videos=12]
-"""
+"""Make sure the synthetic dataset of a config exists: generate it once, reuse it after
+(every pipeline that reads the config's data calls ``ensure_synth_dataset``; `tal synth`
+writes a dataset to a folder directly)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from pipelines.errors import PipelineInputError
 from tal.config import ExperimentConfig, SynthConfig
 from tal.synth import generate_dataset
 
@@ -38,7 +38,7 @@ def ensure_synth_dataset(config: ExperimentConfig, workers: int = 2, log=print) 
         log(f"synthetic dataset: reusing {root}")
         return root / "annotations.json"
     if root.exists() and any(root.iterdir()) and not (root / "synth.json").is_file():
-        raise FileExistsError(
+        raise PipelineInputError(
             f"{root}: data.root is not empty and was not made by `tal synth`; "
             "refusing to overwrite it (point data.root elsewhere or remove data.synth)"
         )
@@ -46,13 +46,3 @@ def ensure_synth_dataset(config: ExperimentConfig, workers: int = 2, log=print) 
     summary = generate_dataset(root, workers=workers, **synth.model_dump())
     log(f"synthetic dataset: {summary.videos} videos, {summary.instances} instances")
     return Path(summary.annotations)
-
-
-def main() -> None:
-    from pipelines.cli import run_module
-
-    run_module("synth")
-
-
-if __name__ == "__main__":
-    main()

@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +25,16 @@ from pipelines.errors import PipelineInputError
 from tal.config import ExperimentConfig, dump_config
 
 CHECK_TIMEOUT_S = 5.0
+
+
 # training-loop keys -> MLflow metric names (the rest keep their names: lr, val_mAP_0.50, ...)
-METRIC_NAMES = {
-    "loss": "train_loss",
-    "cls_loss": "train_cls_loss",
-    "reg_loss": "train_reg_loss",
-    "sensitivity_loss": "train_sensitivity_loss",  # ASL
-    "contrastive_loss": "train_contrastive_loss",  # ASL
-    "mil": "train_mil_loss",  # CO2-Net
-    "mil_suppressed": "train_mil_suppressed_loss",
-    "coactivity": "train_coactivity_loss",
-    "mutual": "train_mutual_loss",
-    "sparsity": "train_sparsity_loss",
-    "guide": "train_guide_loss",
-    "seconds": "epoch_seconds",
-}
+def metric_name(key: str, loss_terms: Collection[str] = ()) -> str:
+    """The MLflow metric of an epoch row's ``key``: the method's loss terms as
+    ``train_TERM`` with a ``_loss`` suffix where the term has none (``loss`` -> ``train_loss``,
+    ``mil`` -> ``train_mil_loss``), ``seconds`` as ``epoch_seconds``, anything else as is."""
+    if key in loss_terms:
+        return f"train_{key}" if key.endswith("loss") else f"train_{key}_loss"
+    return "epoch_seconds" if key == "seconds" else key
 
 
 class TrackingError(PipelineInputError):
@@ -111,11 +107,8 @@ def experiment_name(config: ExperimentConfig) -> str:
 
 
 def method_name(config: ExperimentConfig) -> str:
-    """What was trained: i2net (any attention on) or the ActionFormer-style baseline."""
-    m = config.model
-    if m.name == "i2net" and not (m.intra_attention or m.inter_attention):
-        return "actionformer"
-    return m.name
+    """What was trained: the registered method's name (``model.name``)."""
+    return config.model.name
 
 
 def registered_model_name(config: ExperimentConfig) -> str:
@@ -185,13 +178,14 @@ class RunLogger:
         self.uri, self.run_id = uri, run_id
         self.client = client(uri)
 
-    def log_epoch(self, row: dict[str, Any]) -> None:
+    def log_epoch(self, row: Mapping[str, float], loss_terms: Collection[str] = ()) -> None:
+        """One epoch's row at step ``row["epoch"]`` (names: ``metric_name``)."""
         from mlflow.entities import Metric
 
         step = int(row["epoch"])
         now = int(time.time() * 1000)
         metrics = [
-            Metric(METRIC_NAMES.get(k, k), float(v), now, step)
+            Metric(metric_name(k, loss_terms), float(v), now, step)
             for k, v in row.items()
             if k != "epoch" and isinstance(v, int | float) and math.isfinite(float(v))
         ]

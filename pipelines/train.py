@@ -1,9 +1,9 @@
 """Training on Ray Train: the ``tal`` loop on data-parallel workers, tracked in MLflow, registered.
 
-    python -m pipelines.train --config configs/demo.yaml [--set k=v] [--resume]
     tal train --config C --num-workers N [--output DIR] [--resume]
+    python -m pipelines train --config configs/demo.yaml [--set k=v] [--resume]
 
-``ray job submit`` runs the first form. With ``training.num_workers`` (or ``--num-workers``)
+``ray job submit`` and Prefect run the second form (the same command). With ``training.num_workers`` (or ``--num-workers``)
 N >= 1 a ``TorchTrainer`` runs the loop on N workers: gloo on CPU, NCCL with a GPU per worker
 (``training.use_gpu``); each worker takes its share of every global batch, so the global
 batch size stays what the config says. After every epoch rank 0 saves the checkpoint and all
@@ -29,9 +29,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pipelines.errors import PipelineInputError
 from pipelines.tracking import (
@@ -45,7 +45,15 @@ from pipelines.tracking import (
     store_digest,
     tracking_uri,
 )
-from tal.config import ExperimentConfig, config_from_dict
+from tal.config import ExperimentConfig, config_from_text, dump_config
+
+if TYPE_CHECKING:
+    import torch
+    from mlflow import MlflowClient
+
+    from pipelines.registry import Registration
+    from tal.engine.checkpoint import CheckpointState
+    from tal.engine.trainer import EpochRow, Trainer, TrainMetrics
 
 FAULT_ENV = "TAL_TRAIN_FAULT"  # "EPOCH:RANK:MARKER": that rank SIGKILLs itself once (see below)
 TIMELINE_VIDEOS = 3
@@ -57,19 +65,53 @@ class TrainLaunchError(PipelineInputError):
 
 
 @dataclass
+class TrainJob:
+    """What each Ray Train worker (or this process, with 0 workers) is given: the validated
+    config as its YAML text (re-validated on the worker), absolute input paths, rank 0's
+    output folder, the MLflow run to log to, and whether to resume."""
+
+    config_yaml: str
+    annotations: str
+    store: str
+    pairs: str | None
+    output: str
+    tracking_uri: str
+    run_id: str
+    resume: bool
+    on_ray: bool
+
+    def experiment(self) -> ExperimentConfig:
+        return config_from_text(self.config_yaml, "training run config")
+
+
+@dataclass
 class TrainOutcome:
-    metrics: dict[str, Any]
+    metrics: dict[str, float]
     output: Path
     run_name: str
     run_id: str
     experiment_id: str
     tracking_uri: str
     workers: int
-    registration: Any = None  # pipelines.registry.Registration
+    registration: Registration | None = None
     model_uri: str | None = None
 
 
 # ---------------------------------------------------------------------- inside each worker
+
+
+class WorkerSession(Protocol):
+    """The worker's side of a run: its rank, device, last checkpoint and reports."""
+
+    rank: int
+
+    def say(self, message: str) -> None: ...
+
+    def device(self) -> torch.device | None: ...
+
+    def latest_state(self, load: Callable[[Path], CheckpointState]) -> CheckpointState | None: ...
+
+    def report(self, row: EpochRow, checkpoint: Path | None) -> None: ...
 
 
 class _LocalSession:
@@ -80,14 +122,14 @@ class _LocalSession:
     def __init__(self, checkpoint: Path, resume: bool) -> None:
         self.checkpoint, self.resume = checkpoint, resume
 
-    def device(self):
+    def device(self) -> torch.device | None:
         return None  # the loop picks from its config
 
-    def latest_state(self, load: Callable[[Path], dict]) -> dict | None:
+    def latest_state(self, load: Callable[[Path], CheckpointState]) -> CheckpointState | None:
         ok = self.resume and self.checkpoint.is_file()
         return load(self.checkpoint) if ok else None
 
-    def report(self, row: dict[str, Any], checkpoint: Path | None) -> None:
+    def report(self, row: EpochRow, checkpoint: Path | None) -> None:
         pass
 
     def say(self, message: str) -> None:
@@ -113,12 +155,12 @@ class _RaySession:
         # twice: Ray Train's print patch logs it and the stream is forwarded as well)
         logging.getLogger("tal.train").info(message)
 
-    def device(self):
+    def device(self) -> torch.device | None:
         import ray.train.torch
 
         return ray.train.torch.get_device()
 
-    def latest_state(self, load: Callable[[Path], dict]) -> dict | None:
+    def latest_state(self, load: Callable[[Path], CheckpointState]) -> CheckpointState | None:
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
@@ -127,7 +169,7 @@ class _RaySession:
         with checkpoint.as_directory() as folder:
             return load(Path(folder) / "checkpoint.pt")
 
-    def report(self, row: dict[str, Any], checkpoint: Path | None) -> None:
+    def report(self, row: EpochRow, checkpoint: Path | None) -> None:
         import ray.train
 
         metrics = {k: v for k, v in row.items() if isinstance(v, int | float)}
@@ -148,15 +190,14 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def make_session(cfg: dict[str, Any], local_checkpoint: Path):
+def make_session(job: TrainJob, local_checkpoint: Path) -> WorkerSession:
     """The worker's side of the run: Ray Train's, or this process's (resuming from
     ``local_checkpoint``)."""
-    if not cfg["ray"]:
-        return _LocalSession(local_checkpoint, cfg["resume"])
+    if not job.on_ray:
+        return _LocalSession(local_checkpoint, job.resume)
     import torch
 
-    config = config_from_dict(cfg["config"], "training run config")
-    torch.set_num_threads(config.training.cpus_per_worker)
+    torch.set_num_threads(job.experiment().training.cpus_per_worker)
     return _RaySession()
 
 
@@ -173,20 +214,22 @@ def maybe_fault(epoch: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def train_loop(cfg: dict[str, Any]) -> dict[str, Any]:
-    """One worker's training (Ray Train calls it on every worker; N = 0 calls it here)."""
-    session = make_session(cfg, Path(cfg["output"]) / "checkpoint.pt")
+def train_loop(fields: dict[str, object]) -> TrainMetrics:
+    """One worker's training (Ray Train calls it on every worker with the ``TrainJob``'s
+    fields, which its run state keeps as a dict; N = 0 calls it here)."""
+    job = TrainJob(**fields)  # type: ignore[arg-type]
+    session = make_session(job, Path(job.output) / "checkpoint.pt")
     if session.rank == 0:
-        return _train_worker(cfg, session, Path(cfg["output"]))
+        return _train_worker(job, session, Path(job.output))
     with tempfile.TemporaryDirectory(prefix="tal-rank-") as scratch:  # other ranks write nothing
-        return _train_worker(cfg, session, Path(scratch))
+        return _train_worker(job, session, Path(scratch))
 
 
-def _train_worker(cfg: dict[str, Any], session, output: Path) -> dict[str, Any]:
+def _train_worker(job: TrainJob, session: WorkerSession, output: Path) -> TrainMetrics:
     from tal.engine.checkpoint import load_checkpoint
     from tal.engine.trainer import prepare_trainer
 
-    config = config_from_dict(cfg["config"], "training run config")
+    config = job.experiment()
     main = session.rank == 0
 
     def say(message: str) -> None:
@@ -194,20 +237,25 @@ def _train_worker(cfg: dict[str, Any], session, output: Path) -> dict[str, Any]:
             session.say(message)
 
     trainer = prepare_trainer(
-        config, cfg["annotations"], cfg["store"], cfg["pairs"], output, log=say,
+        config,
+        job.annotations,
+        job.store,
+        job.pairs,
+        output,
+        log=say,
         device=session.device(),
-    )  # fmt: skip
+    )
     state = session.latest_state(load_checkpoint)
     if state is not None:
         trainer.load_state(state)
         say(f"resumed after epoch {trainer.epoch} from the last checkpoint")
-    run = RunLogger(cfg["tracking_uri"], cfg["run_id"]) if main else None
+    run = RunLogger(job.tracking_uri, job.run_id) if main else None
     if run is not None and state is not None:  # marks each restart in the run's history
         run.log_epoch({"epoch": trainer.epoch, "resumed_after_epoch": trainer.epoch})
 
-    def on_epoch(row: dict[str, Any], checkpoint: Path | None) -> None:
+    def on_epoch(row: EpochRow, checkpoint: Path | None) -> None:
         if run is not None:
-            run.log_epoch(row)
+            run.log_epoch(row, trainer.loss_terms)
         session.report(row, checkpoint)
         maybe_fault(int(row["epoch"]), session.rank)
 
@@ -217,7 +265,7 @@ def _train_worker(cfg: dict[str, Any], session, output: Path) -> dict[str, Any]:
     return metrics
 
 
-def log_evaluation(run: RunLogger, trainer, output: Path) -> None:
+def log_evaluation(run: RunLogger, trainer: Trainer, output: Path) -> None:
     """Predictions, metrics and figures of the final evaluation, as run artifacts."""
     from tal.data.predictions import load_predictions
     from tal.evaluation.detection import evaluate_detection
@@ -232,14 +280,18 @@ def log_evaluation(run: RunLogger, trainer, output: Path) -> None:
     )
     plots = output / "plots"
     videos = trainer.data.val.video_ids[:TIMELINE_VIDEOS]
+    timeline = timeline_figure(
+        detections,
+        videos,
+        trainer.data.label_names,
+        plots / "timeline.png",
+        ground_truth=annotations.videos,
+    )
     figures = [
-        timeline_figure(
-            detections, videos, trainer.data.label_names, plots / "timeline.png",
-            ground_truth=annotations.videos,
-        ),
+        timeline,
         per_class_ap_figure(result, plots / "per_class_ap.png"),
         precision_recall_figure(result, plots / "precision_recall.png"),
-    ]  # fmt: skip
+    ]
     run.log_artifact(output / "predictions.json")
     run.log_artifact(output / "metrics.json")
     for figure in figures:
@@ -249,14 +301,17 @@ def log_evaluation(run: RunLogger, trainer, output: Path) -> None:
 # ---------------------------------------------------------------------- the driver
 
 
+S = TypeVar("S")
+
+
 def ray_fit(
-    loop: Callable[[dict[str, Any]], Any],
-    loop_cfg: dict[str, Any],
+    loop: Callable[[dict[str, object]], object],
+    job: dict[str, object],
     config: ExperimentConfig,
     workers: int,
     run_name: str,
-    load: Callable[[Path], dict],
-) -> dict:
+    load: Callable[[Path], S],
+) -> S:
     """Run ``loop`` on ``workers`` Ray Train workers (scaling from the ``training`` section);
     the state of the last reported checkpoint, read with ``load``."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -273,7 +328,7 @@ def ray_fit(
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
     trainer = TorchTrainer(
         loop,
-        train_loop_config=loop_cfg,
+        train_loop_config=job,
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=t.use_gpu, resources_per_worker=resources
@@ -320,7 +375,7 @@ def check_workers(workers: int, batch_size: int, items: str, key: str) -> None:
 
 
 @contextmanager
-def run_status(uri: str, run_id: str) -> Iterator[Any]:
+def run_status(uri: str, run_id: str) -> Iterator[MlflowClient]:
     """The run's MLflow client; the run ends FINISHED, or FAILED when the block raises."""
     mlflow = client(uri)
     try:
@@ -394,30 +449,40 @@ def run_training(
     check_tracking(uri)
     data = load_data(config, annotations, store, pairs)
     run_name, run_id, exp_id = open_run(
-        config, uri, "train", resume, log,
+        config,
+        uri,
+        "train",
+        resume,
+        log,
         lambda: {
             "method": method_name(config),
             "feature_store": store,
             "feature_store_digest": store_digest(open_store(store)),
             "workers": str(workers),
         },
-    )  # fmt: skip
+    )
     del data
-    loop_cfg = {
-        "config": config.to_yaml_dict(), "annotations": annotations, "store": store,
-        "pairs": pairs, "output": str(output), "tracking_uri": uri, "run_id": run_id,
-        "resume": resume, "ray": workers > 0,
-    }  # fmt: skip
+    job = TrainJob(
+        config_yaml=dump_config(config),
+        annotations=annotations,
+        store=store,
+        pairs=pairs,
+        output=str(output),
+        tracking_uri=uri,
+        run_id=run_id,
+        resume=resume,
+        on_ray=workers > 0,
+    )
     with run_status(uri, run_id):
         if workers == 0:
-            train_loop(loop_cfg)
+            train_loop(asdict(job))
             state = load_checkpoint(output / "checkpoint.pt")
         else:
             log(
                 f"Ray Train: {workers} workers, checkpoints in {storage_location(config)}/{run_name}"
             )
-            state = ray_fit(train_loop, loop_cfg, config, workers, run_name, load_checkpoint)
-        metrics = dict(state["history"][-1])
+            state = ray_fit(train_loop, asdict(job), config, workers, run_name, load_checkpoint)
+        metrics = state.last_metrics()
         score = float(metrics["val_average_mAP"])
         outcome = TrainOutcome(metrics, output, run_name, run_id, exp_id, uri, workers)
         if register:
@@ -433,13 +498,3 @@ def run_training(
             )
             log(outcome.registration.line())
     return outcome
-
-
-def main() -> None:
-    from pipelines.cli import run_module
-
-    run_module("train")
-
-
-if __name__ == "__main__":
-    main()

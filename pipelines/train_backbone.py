@@ -1,7 +1,7 @@
 """Backbone fine-tuning through the training launcher: Ray Train workers, MLflow, registry.
 
     tal train-backbone --config C --output WEIGHTS.pt [--num-workers N] [--resume]
-    python -m pipelines.train_backbone --config C --output WEIGHTS.pt     (`ray job submit`)
+    python -m pipelines train-backbone --config C --output WEIGHTS.pt     (`ray job submit`)
 
 The recognition loop of ``tal.backbone.train`` runs on ``backbone.num_workers`` Ray Train
 workers (scaling, fault tolerance and checkpoints as for the localizer, see
@@ -19,12 +19,13 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from features.atomic import atomic_path
+from pipelines.registry import Registration
 from pipelines.tracking import RunLogger, check_tracking, tracking_uri
 from pipelines.train import (
     TrainLaunchError,
@@ -36,30 +37,48 @@ from pipelines.train import (
     ray_fit,
     run_status,
 )
-from tal.config import ExperimentConfig, config_from_dict
+from tal.backbone.train import BackboneReport, BackboneState
+from tal.config import ExperimentConfig, config_from_text, dump_config
 
 SCORE = "val_accuracy"
 
 
 @dataclass
+class BackboneJob:
+    """What each Ray Train worker (or this process) is given for backbone training; passed
+    to Ray Train as its fields (``asdict``), the config as validated YAML text."""
+
+    config_yaml: str
+    videos: str
+    annotations: str
+    output: str
+    tracking_uri: str
+    run_id: str
+    resume: bool
+    on_ray: bool
+    register: bool
+
+    def experiment(self) -> ExperimentConfig:
+        return config_from_text(self.config_yaml, "backbone run config")
+
+
+@dataclass
 class BackboneOutcome:
-    report: dict[str, Any]
+    report: BackboneReport
     output: Path
     run_id: str
     tracking_uri: str
     workers: int
-    registration: Any = None
+    registration: Registration | None = None
 
 
-def _save_state(state: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def _save_state(state: BackboneState, path: Path) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(state, file)
     return path
 
 
-def _load_state(path: Path) -> dict[str, Any]:
+def _load_state(path: Path) -> BackboneState:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -67,19 +86,21 @@ def registered_backbone_name(config: ExperimentConfig) -> str:
     return f"{config.dataset}-{config.features.extractor}-{config.backbone.modality}"
 
 
-def backbone_loop(cfg: dict[str, Any]) -> dict[str, Any]:
-    """One worker's backbone training (Ray Train calls it on every worker; 0 workers: here)."""
+def backbone_loop(fields: dict[str, object]) -> BackboneReport | None:
+    """One worker's backbone training (Ray Train calls it on every worker with the
+    ``BackboneJob``'s fields; 0 workers: here)."""
     from tal.backbone.train import BackboneTrainConfig, train_backbone
 
-    config = config_from_dict(cfg["config"], "backbone run config")
-    output = Path(cfg["output"])
+    job = BackboneJob(**fields)  # type: ignore[arg-type]
+    config = job.experiment()
+    output = Path(job.output)
     checkpoint = output.with_name(f"{output.stem}.checkpoint.pt")
-    session = make_session(cfg, checkpoint)
+    session = make_session(job, checkpoint)  # type: ignore[arg-type]
     main = session.rank == 0
-    run = RunLogger(cfg["tracking_uri"], cfg["run_id"]) if main else None
-    state = session.latest_state(_load_state)
+    run = RunLogger(job.tracking_uri, job.run_id) if main else None
+    state = session.latest_state(_load_state)  # type: ignore[arg-type]
 
-    def on_epoch(row: dict[str, Any], epoch_state: dict[str, Any] | None) -> None:
+    def on_epoch(row: dict[str, float], epoch_state: BackboneState | None) -> None:
         path = _save_state(epoch_state, checkpoint) if epoch_state is not None else None
         if run is not None:
             run.log_epoch(row)
@@ -87,28 +108,38 @@ def backbone_loop(cfg: dict[str, Any]) -> dict[str, Any]:
         maybe_fault(int(row["epoch"]), session.rank)
 
     report = train_backbone(
-        cfg["videos"], cfg["annotations"], output, BackboneTrainConfig.from_experiment(config),
-        log=session.say if main else (lambda _m: None), on_epoch=on_epoch,
-        resume_state=state, device=session.device(),
-    )  # fmt: skip
-    if run is None:
+        job.videos,
+        job.annotations,
+        output,
+        BackboneTrainConfig.from_experiment(config),
+        log=session.say if main else (lambda _m: None),
+        on_epoch=on_epoch,
+        resume_state=state,
+        device=session.device(),
+    )
+    if run is None or report is None:
         return report
     run.log_artifact(output, "weights")
-    if cfg["register"]:
+    logged = report.to_dict()
+    if job.register:
         from features.weights import resolve_network
         from pipelines.registry import log_model, register
 
         network, _ = resolve_network(
             config.features.extractor, str(output), config.backbone.modality
         )
-        model_uri = log_model(cfg["tracking_uri"], cfg["run_id"], network)
+        model_uri = log_model(job.tracking_uri, job.run_id, network)
         registration = register(
-            cfg["tracking_uri"], cfg["run_id"], model_uri, registered_backbone_name(config),
-            float(report["val_accuracy"]), SCORE,
-        )  # fmt: skip
+            job.tracking_uri,
+            job.run_id,
+            model_uri,
+            registered_backbone_name(config),
+            float(report.val_accuracy),
+            SCORE,
+        )
         session.say(registration.line())
-        report["registration"] = registration.__dict__
-    run.log_dict(report, "backbone_report.json")
+        logged["registration"] = asdict(registration)
+    run.log_dict(logged, "backbone_report.json")
     return report
 
 
@@ -146,29 +177,32 @@ def run_backbone_training(
             "workers": str(workers),
         },
     )
-    loop_cfg = {
-        "config": config.to_yaml_dict(), "videos": videos, "annotations": annotations,
-        "output": str(output), "tracking_uri": uri, "run_id": run_id, "resume": resume,
-        "ray": workers > 0, "register": register,
-    }  # fmt: skip
+    job = BackboneJob(
+        config_yaml=dump_config(config),
+        videos=videos,
+        annotations=annotations,
+        output=str(output),
+        tracking_uri=uri,
+        run_id=run_id,
+        resume=resume,
+        on_ray=workers > 0,
+        register=register,
+    )
     with run_status(uri, run_id) as mlflow:
-        if workers == 0:
-            report = backbone_loop(loop_cfg)
-        else:
+        if workers > 0:
             log(f"Ray Train: {workers} workers for the {b.modality} backbone")
-            ray_fit(backbone_loop, loop_cfg, config, workers, run_name, _load_state)
-            with tempfile.TemporaryDirectory() as folder:  # rank 0's report, from the run
-                local = mlflow.download_artifacts(run_id, "backbone_report.json", folder)
-                report = json.loads(Path(local).read_text())
-    registration = report.pop("registration", None)
-    return BackboneOutcome(report, output, run_id, uri, workers, registration)
-
-
-def main() -> None:
-    from pipelines.cli import run_module
-
-    run_module("train-backbone")
-
-
-if __name__ == "__main__":
-    main()
+            ray_fit(backbone_loop, asdict(job), config, workers, run_name, _load_state)
+        else:
+            backbone_loop(asdict(job))
+        with tempfile.TemporaryDirectory() as folder:  # rank 0's report, as the run logged it
+            local = mlflow.download_artifacts(run_id, "backbone_report.json", folder)
+            logged = json.loads(Path(local).read_text())
+    registration = logged.pop("registration", None)
+    return BackboneOutcome(
+        BackboneReport(**logged),
+        output,
+        run_id,
+        uri,
+        workers,
+        Registration(**registration) if registration else None,
+    )

@@ -12,11 +12,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from features.errors import UserInputError
+from features.video import VIDEO_EXTENSIONS
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """A config file or override that does not validate; the message names file and key."""
+
+
+DEFAULT_METHOD = "i2net"
 
 
 class _Section(BaseModel):
@@ -57,7 +71,7 @@ class DataConfig(_Section):
     root: Path | None = Field(None, description="dataset folder; default RUN_DIR/data")
     annotations: Path | None = Field(None, description="default ROOT/annotations.json")
     videos: Path | None = Field(None, description="folder of video files; default ROOT/videos")
-    video_extensions: list[str] = [".mp4", ".mkv", ".avi", ".webm", ".mov"]
+    video_extensions: list[str] = list(VIDEO_EXTENSIONS)
     train_subsets: list[Subset] = ["training"]
     val_subset: Subset = "validation"
     test_subset: Subset = "test"
@@ -137,103 +151,30 @@ class PairsConfig(_Section):
     seed: int = 0
 
 
-class ASLConfig(_Section):
-    """Action Sensitivity Learning (Shao et al., ICCV 2023) on the one-stage localizer: how
-    much each frame of an action counts in the classification and regression losses, from a
-    class-level branch (learned Gaussians over the frame's position inside the action, per
-    class and sub-task) and an instance-level branch (per-frame sensitivity predicted from
-    features), plus the action-sensitive contrastive loss."""
-
-    instance_branch: bool = True
-    combine: Literal["prod", "mean"] = Field(
-        "prod", description="class-level and instance-level weights: product or mean"
-    )
-    instance_weight: float = Field(1.0, ge=0, description="weight of the instance-level MSE")
-    contrastive_weight: float = Field(0.1, ge=0, description="weight of the contrastive loss")
-    temperature: float = Field(0.07, gt=0)
-    region: float = Field(
-        0.2, gt=0, le=0.5, description="half-width of centre/boundary regions, x action length"
-    )
-    min_sigma: float = Field(0.05, gt=0, description="floor of the Gaussians' widths")
-    normalize: bool = Field(
-        False,
-        description="scale the positives' weights to mean 1 per sub-task (they then shift "
-        "emphasis between a batch's positive frames without shrinking the foreground's share)",
-    )
-
-
-class CO2NetConfig(_Section):
-    """CO2-Net (Hong et al., ACM MM 2021), weakly supervised: video-level labels only. Widths
-    default to the paper's for 1024-d RGB + 1024-d flow inputs (the first half of the
-    features is RGB, the second flow); the loss weights and inference settings are those of
-    the authors' released THUMOS14 code."""
-
-    attention_dim: int = Field(512, ge=1, description="hidden width of the attention branch")
-    fusion_dim: int | None = Field(None, ge=1, description="default: the input width")
-    dropout: float = Field(0.7, ge=0, lt=1, description="fusion and classifier dropout")
-    consensus_dropout: float = Field(0.5, ge=0, lt=1, description="dropout inside the CCMs")
-    topk_ratio: int = Field(7, ge=1, description="MIL pooling over the top T // r points")
-    coactivity_weight: float = Field(1.0, ge=0)
-    coactivity_margin: float = Field(0.5, ge=0)
-    mutual_weight: float = Field(1.0, ge=0)
-    sparsity_weight: float = Field(0.8, ge=0)
-    guide_weight: float = Field(0.8, ge=0)
-    class_threshold: float = Field(0.2, ge=0, le=1, description="video score to localize a class")
-    score_topk_ratio: int = Field(10, ge=1, description="video scores from the top T // r points")
-    thresholds: list[float] = Field(
-        default_factory=lambda: [round(0.1 + i * 0.8 / 9, 6) for i in range(10)],
-        description="attention thresholds whose runs of points become proposals",
-    )
-    oic_outer: float = Field(0.25, ge=0, description="outer region, x proposal length")
-    oic_gamma: float = Field(0.2, ge=0, description="weight of the video score in a proposal's")
-    nms_sigma: float = Field(0.3, gt=0, description="Gaussian Soft-NMS sigma")
-
-
 class ModelConfig(_Section):
-    name: Literal["i2net", "actionformer", "asl", "co2net"] = "i2net"
-    intra_attention: bool = True
-    inter_attention: bool = True
-    embed_dim: int = Field(256, ge=8)
-    num_heads: int = Field(4, ge=1)
-    num_levels: int = Field(6, ge=1, description="temporal pyramid levels (each halves time)")
+    """The ``model:`` section: the base of every method's config. Each method registered in
+    ``tal.methods`` subclasses it with ``name`` fixed to the method's name and its own keys;
+    the section is validated by the class registered for its ``name``, so a key that does not
+    belong to the method is an error that names it."""
+
+    name: str = DEFAULT_METHOD
     max_seq_len: int = Field(2304, ge=16, description="feature steps seen in training")
-    dropout: float = Field(0.0, ge=0, lt=1)
-    inference_partner: Literal["self", "bank"] = "self"
-    attention_window: int = Field(
-        9, ge=1, description="points each self-attention query sees (odd, centred on it)"
-    )
-    asl: ASLConfig = ASLConfig()
-    co2net: CO2NetConfig = CO2NetConfig()
 
-    @field_validator("attention_window")
-    @classmethod
-    def _odd_window(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError("must be odd (a window centred on each point)")
-        return v
+    def check_features(self, features: FeaturesConfig) -> None:
+        """Refuse feature settings the method cannot use (raise ValueError); default: any."""
 
-    @property
-    def takes_partner(self) -> bool:
-        """Whether the network takes a partner video (I2Net's inter-video attention)."""
-        return self.inter_attention and self.name != "co2net"
 
-    @model_validator(mode="after")
-    def _crop_fits_pyramid(self) -> ModelConfig:
-        levels = 2 ** (self.num_levels - 1)
-        if self.max_seq_len % levels:
-            raise ValueError(
-                f"max_seq_len ({self.max_seq_len}) must be a multiple of 2**(num_levels-1) "
-                f"= {levels}, so that every pyramid level halves it exactly"
-            )
-        return self
+def _model_section(value: Any) -> Any:
+    """Validate a ``model:`` mapping with the config class of the method it names."""
+    if isinstance(value, ModelConfig):
+        return value
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping with a method name, got {type(value).__name__}")
+    from tal.methods.registry import config_class
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelConfig:
-        if self.embed_dim % self.num_heads:
-            raise ValueError(
-                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
-            )
-        return self
+    return config_class(str(value.get("name", DEFAULT_METHOD))).model_validate(value)
 
 
 class TrainingConfig(_Section):
@@ -266,16 +207,13 @@ class TrainingConfig(_Section):
 
 
 class InferenceConfig(_Section):
-    """Post-processing of the localizer's outputs and the inference partner bank."""
+    """Post-processing of a method's detections (each method uses what applies to it)."""
 
     score_threshold: float = Field(0.001, ge=0, lt=1, description="candidates below are dropped")
     pre_nms_topk: int = Field(2000, ge=1, description="candidates kept per video before NMS")
     nms_sigma: float = Field(0.5, gt=0, description="Gaussian Soft-NMS sigma")
     min_score: float = Field(0.001, ge=0, description="detections decayed below are dropped")
     max_detections: int = Field(200, ge=1, description="detections kept per video")
-    bank_per_class: int = Field(
-        2, ge=1, description="partner bank: training videos kept per class (inference_partner=bank)"
-    )
 
 
 class EvaluationConfig(_Section):
@@ -353,22 +291,23 @@ class ExperimentConfig(_Section):
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
     pairs: PairsConfig = PairsConfig()
-    model: ModelConfig = ModelConfig()
+    model: SerializeAsAny[ModelConfig] = Field(
+        default_factory=lambda: _model_section({}),
+        description="the method and its settings (tal.methods: actionformer, i2net, asl, co2net)",
+    )
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     inference: InferenceConfig = InferenceConfig()
     tracking: TrackingConfig = TrackingConfig()
     backbone: BackboneConfig = BackboneConfig()
 
+    _model = field_validator("model", mode="before")(_model_section)
+
     @model_validator(mode="after")
     def _derive_paths(self) -> ExperimentConfig:
         """Fill unset paths from ``run_dir`` so that one key moves a whole experiment, and
         the backbone's start from the extractor; check that the sections fit each other."""
-        if self.model.name == "co2net" and self.features.modalities != ["rgb", "flow"]:
-            raise ValueError(
-                "model co2net needs features.modalities [rgb, flow] (its two cross-modal "
-                f"branches), got {self.features.modalities}"
-            )
+        self.model.check_features(self.features)
         if self.features.extractor == "ata":
             if self.backbone.modality != "rgb":
                 raise ValueError("backbone.modality must be rgb for features.extractor ata")
@@ -436,9 +375,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _model_at(loc: tuple[Any, ...], raw: dict[str, Any]) -> type[BaseModel] | None:
+    """The config class at ``loc`` (the ``model`` section's is its method's)."""
     model: type[BaseModel] = ExperimentConfig
-    for part in loc:
+    for depth, part in enumerate(loc):
+        if depth == 0 and part == "model":
+            from tal.methods.registry import config_class
+
+            given = raw.get("model")
+            section = given if isinstance(given, dict) else {}
+            try:
+                model = config_class(str(section.get("name", DEFAULT_METHOD)))
+            except ValueError:
+                return None
+            continue
         field = model.model_fields.get(str(part))
         if field is None:
             return None
@@ -453,15 +403,18 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+def _format_errors(exc: ValidationError, source: str, raw: dict[str, Any]) -> str:
     lines = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1])
+            parent = _model_at(loc[:-1], raw)
             known = f"; known keys here: {', '.join(parent.model_fields)}" if parent else ""
-            lines.append(f"{source}: unknown key '{key}'{known}")
+            owner = ""
+            if len(loc) == 2 and loc[0] == "model" and parent is not None:
+                owner = f" (not a key of method {parent.model_fields['name'].default})"
+            lines.append(f"{source}: unknown key '{key}'{owner}{known}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")
@@ -481,7 +434,16 @@ def config_from_dict(
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         label = source + (f" with --set {' '.join(overrides)}" if overrides else "")
-        raise ConfigError(_format_errors(exc, label)) from None
+        raise ConfigError(_format_errors(exc, label, raw)) from None
+
+
+def config_from_text(text: str, source: str = "<config>") -> ExperimentConfig:
+    """Validate YAML text (e.g. ``dump_config``'s) into an ExperimentConfig."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    return config_from_dict(raw if raw is not None else {}, source)
 
 
 def load_config(

@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.atomic import atomic_path
+from features.errors import UserInputError
 from tal.data.annotations import AnnotationSet, normalize_subset
 
 PAIRS_SCHEMA = pa.schema(
@@ -38,7 +40,7 @@ PAIRS_SCHEMA = pa.schema(
 _SHOWN_IDS = 5  # ids listed in the one-line summary before "..."
 
 
-class PairsError(ValueError):
+class PairsError(UserInputError):
     """A pairs file that is missing or does not have the pairs schema; names file and columns."""
 
 
@@ -221,13 +223,8 @@ def write_pairs(result_or_table: PairsResult | pa.Table, path: str | os.PathLike
     table = _conform(table, f"{path}: table to write")
     if path.is_dir():
         raise PairsError(f"{path}: is a folder; give a file name for the pairs, e.g. pairs.parquet")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -75,7 +75,8 @@ def _soft_nms_one_class(
     """Indices kept (in pick order) and their decayed scores."""
     scores = scores.copy()
     alive = np.flatnonzero(scores >= min_score)
-    kept, kept_scores = [], []
+    kept: list[int] = []
+    kept_scores: list[float] = []
     while alive.size and len(kept) < max_detections:
         best = alive[np.argmax(scores[alive])]
         kept.append(best)

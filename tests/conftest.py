@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +32,40 @@ def _tiny_pipeline_config(run_dir: Path, name: str = "tiny", **synth) -> dict:
     """A whole-pipeline config that runs in seconds: a synthetic dataset (8 videos of 6-9 s
     unless ``synth`` changes it), 32 px features, a small I2Net, 2 epochs on 2 Ray workers."""
     return {
-        "name": name, "dataset": name, "seed": 0, "run_dir": str(run_dir),
-        "data": {"synth": {"videos": 8, "classes": 3, "seed": 3, "size": 64, "fps": 10,
-                           "min_duration": 6, "max_duration": 9, **synth}},
-        "features": {"fps": 10, "input_size": 32, "clip_length": 8, "stride": 4,
-                     "flow_method": "dis", "dtype": "float16", "num_actors": 1},
-        "model": {"embed_dim": 32, "num_heads": 4, "num_levels": 3, "max_seq_len": 16,
-                  "attention_window": 5},
+        "name": name,
+        "dataset": name,
+        "seed": 0,
+        "run_dir": str(run_dir),
+        "data": {
+            "synth": {
+                "videos": 8,
+                "classes": 3,
+                "seed": 3,
+                "size": 64,
+                "fps": 10,
+                "min_duration": 6,
+                "max_duration": 9,
+                **synth,
+            }
+        },
+        "features": {
+            "fps": 10,
+            "input_size": 32,
+            "clip_length": 8,
+            "stride": 4,
+            "flow_method": "dis",
+            "dtype": "float16",
+            "num_actors": 1,
+        },
+        "model": {
+            "embed_dim": 32,
+            "num_heads": 4,
+            "num_levels": 3,
+            "max_seq_len": 16,
+            "attention_window": 5,
+        },
         "training": {"epochs": 2, "eval_every": 2, "batch_size": 2, "num_workers": 2},
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +81,29 @@ def tiny_synth(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny_synth")
     return generate_dataset(
-        root, videos=8, classes=3, seed=3, size=64, fps=10.0, min_duration=6.0,
-        max_duration=9.0, workers=2,
-    )  # fmt: skip
+        root,
+        videos=8,
+        classes=3,
+        seed=3,
+        size=64,
+        fps=10.0,
+        min_duration=6.0,
+        max_duration=9.0,
+        workers=2,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_starts_no_ray(request):
+    """In the unit tier (``-m "not slow"``, ``make test-fast``) a test that leaves Ray running
+    fails: Ray, servers and jobs belong to tests marked slow."""
+    yield
+    if "not slow" not in (request.config.option.markexpr or ""):
+        return
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        pytest.fail(f"{request.node.nodeid} started Ray: mark it slow (pytest.mark.slow)")
 
 
 @pytest.fixture(scope="session")
@@ -67,20 +113,29 @@ def ray_local():
 
     if not ray.is_initialized():
         ray.init(
-            address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
             configure_logging=False,
-        )  # fmt: skip
+        )
     yield ray
     ray.shutdown()
 
 
 TOY_FPS, TOY_DIM, TOY_T = 4.0, 16, 64
 TOY_ATTRS = {
-    "extractor": "toy", "weights_digest": {"rgb": "0" * 64, "flow": "1" * 64},
-    "weights_origin": {"rgb": "toy", "flow": "toy"}, "clip_length": 1, "stride": 1, "fps": TOY_FPS,
-    "input_size": 1, "dtype": "float32", "modalities": ["rgb", "flow"],
+    "extractor": "toy",
+    "weights_digest": {"rgb": "0" * 64, "flow": "1" * 64},
+    "weights_origin": {"rgb": "toy", "flow": "toy"},
+    "clip_length": 1,
+    "stride": 1,
+    "fps": TOY_FPS,
+    "input_size": 1,
+    "dtype": "float32",
+    "modalities": ["rgb", "flow"],
     "feature_dims": {"rgb": TOY_DIM, "flow": TOY_DIM},
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="session")

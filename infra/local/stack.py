@@ -56,8 +56,13 @@ class Service:
 
 def ports() -> dict[str, int]:
     """The stack's ports: defaults, or ``STACK_<NAME>_PORT`` from the environment."""
-    defaults = {"ray": 6380, "ray_dashboard": 8265, "ray_agent": 52365, "mlflow": 5000,
-                "prefect": 4200}  # fmt: skip
+    defaults = {
+        "ray": 6380,
+        "ray_dashboard": 8265,
+        "ray_agent": 52365,
+        "mlflow": 5000,
+        "prefect": 4200,
+    }
     return {k: int(os.environ.get(f"STACK_{k.upper()}_PORT", v)) for k, v in defaults.items()}
 
 
@@ -69,38 +74,49 @@ def services() -> list[Service]:
     # flow run is the one the project is installed in
     path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     quiet = {
-        "RAY_AUTH_MODE": "disabled", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PATH": path,
+        "RAY_AUTH_MODE": "disabled",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PATH": path,
         "VIRTUAL_ENV": str(BIN.parent),
-    }  # fmt: skip
+    }
     # jobs submitted to this Ray head log to this MLflow server and report to this Prefect
     tracking = {
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{mlflow_port}",
         "PREFECT_API_URL": f"http://{HOST}:{prefect_port}/api",
     }
+    ray = [str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={HOST}"]
+    ray += [f"--port={ray_port}", f"--dashboard-host={HOST}", f"--dashboard-port={dash}"]
+    ray += [f"--dashboard-agent-listen-port={agent}"]
+    ray += ["--disable-usage-stats", "--include-dashboard=true"]
+    mlflow = [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(mlflow_port)]
+    mlflow += ["--backend-store-uri", f"sqlite:///{STACK / 'mlflow.db'}"]
+    mlflow += ["--artifacts-destination", str(STACK / "mlartifacts"), "--workers", "1"]
+    prefect = [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(prefect_port)]
     return [
         Service(
-            "ray", dash, f"http://{HOST}:{dash}/api/version",
-            [str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={HOST}",
-             f"--port={ray_port}", f"--dashboard-host={HOST}", f"--dashboard-port={dash}",
-             f"--dashboard-agent-listen-port={agent}", "--disable-usage-stats",
-             "--include-dashboard=true"],
-            {**quiet, **tracking},
+            name="ray",
+            port=dash,
+            health=f"http://{HOST}:{dash}/api/version",
+            command=ray,
+            env={**quiet, **tracking},
             # jobs are run by the head's dashboard agent, which comes up after the dashboard
             also_ready=(f"http://{HOST}:{agent}/api/healthz",),
         ),
         Service(
-            "mlflow", mlflow_port, f"http://{HOST}:{mlflow_port}/health",
-            [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(mlflow_port),
-             "--backend-store-uri", f"sqlite:///{STACK / 'mlflow.db'}",
-             "--artifacts-destination", str(STACK / "mlartifacts"), "--workers", "1"],
-            quiet,
+            name="mlflow",
+            port=mlflow_port,
+            health=f"http://{HOST}:{mlflow_port}/health",
+            command=mlflow,
+            env=quiet,
         ),
         Service(
-            "prefect", prefect_port, f"http://{HOST}:{prefect_port}/api/health",
-            [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(prefect_port)],
-            {**quiet, "PREFECT_HOME": str(STACK / "prefect")},
+            name="prefect",
+            port=prefect_port,
+            health=f"http://{HOST}:{prefect_port}/api/health",
+            command=prefect,
+            env={**quiet, "PREFECT_HOME": str(STACK / "prefect")},
         ),
-    ]  # fmt: skip
+    ]
 
 
 def environment() -> dict[str, str]:
@@ -161,17 +177,24 @@ def up() -> None:
     taken = [s for s in todo if _port_taken(s.port)]
     if taken:
         raise StackError(
-            "; ".join(f"port {s.port} on {HOST} (for {s.name}) is taken by another process"
-                      for s in taken)
+            "; ".join(
+                f"port {s.port} on {HOST} (for {s.name}) is taken by another process" for s in taken
+            )
             + ": stop it or choose another port ("
-            + ", ".join(f"STACK_{k.upper()}_PORT" for k in ports()) + ")"
-        )  # fmt: skip
+            + ", ".join(f"STACK_{k.upper()}_PORT" for k in ports())
+            + ")"
+        )
     for s in todo:
         with open(s.log_file, "ab") as log:
             proc = subprocess.Popen(
-                s.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **s.env}, cwd=STACK, start_new_session=True,
-            )  # fmt: skip
+                s.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **s.env},
+                cwd=STACK,
+                start_new_session=True,
+            )
         s.pid_file.write_text(f"{proc.pid}\n")
         print(f"{s.name}: started (pid {proc.pid}, log {s.log_file})")
     for s in services():
@@ -180,8 +203,9 @@ def up() -> None:
             if _pid(s) is None:
                 raise StackError(f"{s.name} exited while starting; see {s.log_file}")
             if time.monotonic() > deadline:
-                raise StackError(f"{s.name} did not answer {s.health} in {s.timeout:g} s; "
-                                 f"see {s.log_file}")  # fmt: skip
+                raise StackError(
+                    f"{s.name} did not answer {s.health} in {s.timeout:g} s; see {s.log_file}"
+                )
             time.sleep(0.5)
         print(f"{s.name}: ready at {s.health}")
     if CURRENT_CLUSTER.is_file():  # what `ray start` recorded as "the" local cluster

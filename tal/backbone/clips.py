@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from features.errors import UserInputError
 from features.flow import compute_flow
 from features.video import (
+    VIDEO_EXTENSIONS,
     VideoDecodeError,
     center_crop,
     find_video_file,
@@ -37,7 +39,7 @@ logger = logging.getLogger(__name__)
 BACKGROUND = "background"
 
 
-class BackboneError(ValueError):
+class BackboneError(UserInputError):
     """Backbone training input that cannot be used (no clips, no device); says why."""
 
 
@@ -236,7 +238,7 @@ def build_clip_set(
     clips_per_instance: int = 1,
     background_ratio: float = 0.5,
     seed: int = 0,
-    extensions: Sequence[str] = (".mp4", ".mkv", ".avi", ".webm", ".mov"),
+    extensions: Sequence[str] = VIDEO_EXTENSIONS,
     log: Callable[[str], None] | None = None,
 ) -> ClipSet:
     """Plan and decode the trimmed clips of ``subsets``; labels index the whole set's classes.

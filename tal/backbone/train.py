@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from features.ata import ATAViT
 from features.extractor import pick_device, to_network_input
 from features.i3d import InceptionI3d
+from features.video import VIDEO_EXTENSIONS
 from features.weights import load_ata, resolve_i3d, save_weights
 from tal.backbone.clips import BackboneError, ClipSet, build_clip_set
 from tal.config import ExperimentConfig
@@ -66,7 +67,7 @@ class BackboneTrainConfig:
     flow_method: str = "tvl1"
     train_subsets: tuple[str, ...] = ("training",)
     val_subset: str = "validation"
-    video_extensions: tuple[str, ...] = (".mp4", ".mkv", ".avi", ".webm", ".mov")
+    video_extensions: tuple[str, ...] = VIDEO_EXTENSIONS
     ata: dict[str, Any] = field(default_factory=dict)  # features.ata, for extractor ata
 
     @classmethod
@@ -192,7 +193,18 @@ class BackboneReport:
         return asdict(self)
 
 
-EpochCallback = Callable[[dict[str, Any], dict[str, Any] | None], None]
+class BackboneState(TypedDict):
+    """What a backbone run saves after each epoch to resume from (plain data and tensors:
+    safe for ``torch.load(weights_only=True)``)."""
+
+    epoch: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    flips: torch.Tensor
+    history: list[dict[str, float]]
+
+
+EpochCallback = Callable[[dict[str, float], BackboneState | None], None]
 
 
 def train_backbone(
@@ -202,11 +214,11 @@ def train_backbone(
     settings: BackboneTrainConfig,
     log: Callable[[str], None] | None = None,
     on_epoch: EpochCallback | None = None,
-    resume_state: dict[str, Any] | None = None,
+    resume_state: BackboneState | None = None,
     device: torch.device | None = None,
-) -> dict[str, Any]:
+) -> BackboneReport | None:
     """Cut clips, fine-tune I3D on the training subsets, validate, save; returns the report
-    (on rank 0; other ranks return ``{}``).
+    (on rank 0; other ranks return None).
 
     Raises AnnotationError for an unusable annotation file, BackboneError when a subset gives
     no clips or the device is not available, WeightsError for weights that cannot be loaded.
@@ -220,19 +232,25 @@ def train_backbone(
         except RuntimeError as exc:
             raise BackboneError(f"backbone.device: {exc}") from None
     annotations = load_annotations(annotations_path)
-    clip_args = {
-        "clip_length": settings.clip_length,
-        "input_size": settings.input_size,
-        "fps": settings.fps,
-        "modality": settings.modality,
-        "flow_method": settings.flow_method,
-        "clips_per_instance": settings.clips_per_instance,
-        "background_ratio": settings.background_ratio,
-        "seed": settings.seed,
-        "extensions": settings.video_extensions,
-    }
-    train_set = build_clip_set(annotations, video_dir, settings.train_subsets, **clip_args)
-    val_set = build_clip_set(annotations, video_dir, [settings.val_subset], **clip_args)
+
+    def clip_set(subsets: list[str]) -> ClipSet:
+        return build_clip_set(
+            annotations,
+            video_dir,
+            subsets,
+            clip_length=settings.clip_length,
+            input_size=settings.input_size,
+            fps=settings.fps,
+            modality=settings.modality,
+            flow_method=settings.flow_method,
+            clips_per_instance=settings.clips_per_instance,
+            background_ratio=settings.background_ratio,
+            seed=settings.seed,
+            extensions=settings.video_extensions,
+        )
+
+    train_set = clip_set(list(settings.train_subsets))
+    val_set = clip_set([settings.val_subset])
     decode_seconds = time.perf_counter() - t0
     skipped = train_set.skipped + val_set.skipped
     say(
@@ -244,7 +262,7 @@ def train_backbone(
 
     model, init_meta = build_network(settings, len(train_set.label_names))
     if isinstance(model, InceptionI3d):
-        model.to(device, memory_format=CL)
+        model.to(device, memory_format=CL)  # type: ignore[call-overload]
     else:
         model.to(device)
     optimizer = torch.optim.AdamW(
@@ -257,15 +275,19 @@ def train_backbone(
         ids = [device] if device.type == "cuda" else None
         network = DistributedDataParallel(model, device_ids=ids)
     sampler = ShardedBatchSampler(  # no short last batch: BatchNorm needs several clips
-        len(train_set), settings.batch_size, dist.rank, dist.world_size, settings.seed,
+        len(train_set),
+        settings.batch_size,
+        dist.rank,
+        dist.world_size,
+        settings.seed,
         drop_last=True,
-    )  # fmt: skip
+    )
     flips = torch.Generator().manual_seed(settings.seed + 1)
     pin = device.type == "cuda"
     train_loader = DataLoader(ClipDataset(train_set), batch_sampler=sampler, pin_memory=pin)
     val_loader = DataLoader(ClipDataset(val_set), settings.batch_size, pin_memory=pin)
 
-    history: list[dict[str, Any]] = []
+    history: list[dict[str, float]] = []
     first = 1
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
@@ -281,12 +303,12 @@ def train_backbone(
         loss_sum, correct, seen = dist.sum(
             [part["loss_sum"], part["correct"], part["seen"]], device
         )
-        row: dict[str, Any] = {
+        row: dict[str, float] = {
             "epoch": epoch,
             "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / max(seen, 1),
         }
-        state = None
+        state: BackboneState | None = None
         if dist.is_main:
             val = evaluate(model, val_loader, device)
             row |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
@@ -299,15 +321,17 @@ def train_backbone(
                 f"acc {row['val_accuracy']:.3f} ({row['seconds']:.1f} s)"
             )
             if on_epoch is not None:
-                state = {
-                    "epoch": epoch, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "flips": flips.get_state(),
-                    "history": history,
-                }  # fmt: skip
+                state = BackboneState(
+                    epoch=epoch,
+                    model=model.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    flips=flips.get_state(),
+                    history=history,
+                )
         if on_epoch is not None:
             on_epoch(row, state)
     if not dist.is_main:
-        return {}
+        return None
 
     val_accuracy = history[-1]["val_accuracy"]
     meta = {
@@ -332,7 +356,7 @@ def train_backbone(
         "val_clips": len(val_set),
         "seed": settings.seed,
     }
-    model.to("cpu", memory_format=torch.contiguous_format)
+    model.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     if isinstance(model, ATAViT):
         meta |= {"arch": "ata", "ata": dict(model.arch)}
     digest = save_weights(model.state_dict(), output, meta)
@@ -344,7 +368,7 @@ def train_backbone(
         train_clips=len(train_set),
         val_clips=len(val_set),
         class_names=list(train_set.label_names),
-        train_class_counts=class_counts(train_set.labels, len(train_set.label_names)),
+        train_class_counts=class_counts(list(train_set.labels), len(train_set.label_names)),
         epochs=history,
         val_accuracy=val_accuracy,
         seconds=time.perf_counter() - t0,
@@ -352,13 +376,14 @@ def train_backbone(
         skipped=skipped,
         extractor=settings.extractor,
     )
-    return report.to_dict()
+    return report
 
 
 def build_network(
     settings: BackboneTrainConfig, num_classes: int
 ) -> tuple[InceptionI3d | ATAViT, dict[str, Any]]:
     """The network to train, with a fresh ``num_classes`` layer, and its start's meta."""
+    model: InceptionI3d | ATAViT
     if settings.extractor == "ata":
         arch = {**settings.ata, "frames": settings.clip_length, "image_size": settings.input_size}
         if settings.init == "random":

@@ -21,6 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from features.atomic import atomic_write_text
+from features.errors import UserInputError
+from features.video_ids import VideoIdError
+from features.video_ids import check_video_id as _check_video_id
+
 SUBSETS = ("training", "validation", "test")
 _SUBSET_ALIASES = {
     "training": "training",
@@ -41,36 +46,20 @@ as the official code does).
 """
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserInputError):
     """A malformed annotation file; the message names the file, video and field."""
 
 
 def check_video_id(video_id: Any, source: str = "") -> str:
-    """Return ``video_id`` if it is safe as a store key, else raise AnnotationError.
+    """``video_id`` if the feature store can hold it, else AnnotationError naming ``source``.
 
-    Video ids become Zarr array names and file names: no ``/`` or ``\\``, no ``..``, no
-    control characters, not empty, not ``.``.
+    The rule is ``features.video_ids.check_video_id`` (the store's); this only turns its
+    error into the annotation loader's.
     """
-    prefix = f"{source}: " if source else ""
-    if not isinstance(video_id, str):
-        raise AnnotationError(f"{prefix}video id {video_id!r}: expected a string")
-    problem = None
-    if video_id.strip() == "":
-        problem = "it is empty"
-    elif "/" in video_id or "\\" in video_id:
-        problem = "it contains a path separator ('/' or '\\')"
-    elif ".." in video_id:
-        problem = "it contains '..'"
-    elif video_id == ".":
-        problem = "it is '.'"
-    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in video_id):
-        problem = "it contains a control character"
-    if problem:
-        raise AnnotationError(
-            f"{prefix}video id {video_id!r} is not usable as a store key: {problem}; "
-            "rename the video (ids may not contain '/', '\\', '..' or control characters)"
-        )
-    return video_id
+    try:
+        return _check_video_id(video_id, source)
+    except VideoIdError as exc:
+        raise AnnotationError(str(exc)) from None
 
 
 def normalize_subset(value: Any, where: str) -> str:
@@ -215,12 +204,7 @@ class AnnotationSet:
 
 def write_annotations(annotations: AnnotationSet, path: str | os.PathLike[str]) -> Path:
     """Write the ActivityNet-style JSON atomically (same content, same bytes)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(annotations.to_json(), indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(annotations.to_json(), indent=1) + "\n")
 
 
 def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from features.errors import UserInputError
 from features.store import FeatureStore
 from tal.data.annotations import AnnotationSet, LabelMap, Video
 from tal.data.timing import FeatureTiming
@@ -54,7 +55,7 @@ DURATION_TOLERANCE_S, DURATION_TOLERANCE = 1.0, 0.05
 """Annotated and stored durations further apart than both of these count as different."""
 
 
-class DatasetError(ValueError):
+class DatasetError(UserInputError):
     """A dataset that cannot be built as asked; the message names the store and annotations."""
 
 
@@ -489,16 +490,44 @@ def padded_length(length: int, divisible_by: int) -> int:
     return _round_up(length, divisible_by)
 
 
-def _pad(items: Sequence[VideoItem], length: int) -> dict[str, Any]:
+@dataclass
+class Batch:
+    """Videos padded to one length: ``feats`` ``[B, C, T_pad]`` zero padded at the end,
+    ``masks`` ``[B, T_pad]`` (True = real feature), and per video its ``segments`` ``[N, 2]``
+    (feature steps), ``labels`` ``[N]``, id and item."""
+
+    feats: torch.Tensor
+    masks: torch.Tensor
+    segments: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    video_ids: list[str]
+    items: list[VideoItem]
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def join(self, other: Batch) -> Batch:
+        """This batch followed by ``other`` (same ``T_pad``) as one batch."""
+        return Batch(
+            torch.cat([self.feats, other.feats]),
+            torch.cat([self.masks, other.masks]),
+            self.segments + other.segments,
+            self.labels + other.labels,
+            self.video_ids + other.video_ids,
+            self.items + other.items,
+        )
+
+
+def _pad(items: Sequence[VideoItem], length: int) -> Batch:
     feats, masks = pad_features([item.feats for item in items], length)
-    return {
-        "feats": feats,
-        "masks": masks,
-        "segments": [item.segments for item in items],
-        "labels": [item.labels for item in items],
-        "video_ids": [item.video_id for item in items],
-        "items": list(items),
-    }
+    return Batch(
+        feats,
+        masks,
+        [item.segments for item in items],
+        [item.labels for item in items],
+        [item.video_id for item in items],
+        list(items),
+    )
 
 
 def _padded_length(items: Sequence[VideoItem], divisible_by: int, max_len: int | None) -> int:
@@ -515,11 +544,8 @@ def _padded_length(items: Sequence[VideoItem], divisible_by: int, max_len: int |
     return _round_up(longest.length, divisible_by)
 
 
-def collate(
-    items: list[VideoItem], divisible_by: int, max_len: int | None = None
-) -> dict[str, Any]:
-    """Batch items: ``feats`` [B, C, T_pad] zero padded at the end, ``masks`` [B, T_pad]
-    (True = real feature), and the lists ``segments``, ``labels``, ``video_ids``, ``items``.
+def collate(items: list[VideoItem], divisible_by: int, max_len: int | None = None) -> Batch:
+    """Batch items (see ``Batch``).
 
     ``T_pad`` is the longest item's length rounded up to a multiple of ``divisible_by`` (the
     pyramid's largest stride). ``max_len``, when given, is a limit: a longer item is a
@@ -607,7 +633,7 @@ def _pair_rows(pairs: Any) -> list[tuple[str, str]]:
 
 def collate_pairs(
     batch: list[tuple[VideoItem, VideoItem]], divisible_by: int, max_len: int | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[Batch, Batch]:
     """Batch pairs into ``(batch_a, batch_b)``, each as ``collate`` makes it; both sides share
     one ``T_pad`` so that a model may run them through its backbone as one batch."""
     if not batch:

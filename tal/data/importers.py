@@ -39,11 +39,27 @@ AMBIGUOUS = "Ambiguous"
 # thumos14_test_groundtruth.csv numbers the 20 detection classes 0..19 in alphabetical order
 # (checked against test_Annotation.csv: the same (video, start, end) rows carry these names).
 THUMOS14_CLASSES = (
-    "BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving",
-    "CricketBowling", "CricketShot", "Diving", "FrisbeeCatch", "GolfSwing", "HammerThrow",
-    "HighJump", "JavelinThrow", "LongJump", "PoleVault", "Shotput", "SoccerPenalty",
-    "TennisSwing", "ThrowDiscus", "VolleyballSpiking",
-)  # fmt: skip
+    "BaseballPitch",
+    "BasketballDunk",
+    "Billiards",
+    "CleanAndJerk",
+    "CliffDiving",
+    "CricketBowling",
+    "CricketShot",
+    "Diving",
+    "FrisbeeCatch",
+    "GolfSwing",
+    "HammerThrow",
+    "HighJump",
+    "JavelinThrow",
+    "LongJump",
+    "PoleVault",
+    "Shotput",
+    "SoccerPenalty",
+    "TennisSwing",
+    "ThrowDiscus",
+    "VolleyballSpiking",
+)
 
 # The two THUMOS14 CSV layouts, told apart by their video column.
 _GTAD_COLUMNS = ("video", "type", "start", "end")

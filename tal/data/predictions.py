@@ -16,7 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from features.atomic import atomic_write_text
 from tal.data.annotations import AnnotationError, read_json
+
+# one detection: (video_id, label, start seconds, end seconds, score)
+DetectionRow = tuple[str, str, float, float, float]
 
 
 @dataclass
@@ -33,7 +37,7 @@ class Detections:
         return len(self.score)
 
     @classmethod
-    def from_rows(cls, rows: list[tuple[str, str, float, float, float]]) -> Detections:
+    def from_rows(cls, rows: list[DetectionRow]) -> Detections:
         """Build from ``(video_id, label, start, end, score)`` tuples."""
         if not rows:
             return cls.empty()
@@ -111,9 +115,4 @@ def load_predictions(path: str | os.PathLike[str]) -> Detections:
 
 def write_predictions(detections: Detections, path: str | os.PathLike[str]) -> Path:
     """Write detections as ActivityNet results JSON (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(detections.to_json()) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(detections.to_json()) + "\n")

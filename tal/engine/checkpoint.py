@@ -1,58 +1,104 @@
 """Training checkpoints: one file with everything a resume or an inference needs.
 
-Saved with ``torch.save`` and read back with ``torch.load(weights_only=True)``, so a
-checkpoint holds only tensors and plain data (the config as a JSON-like dict, label names,
-feature timing), never pickled objects. Written to a temporary file and renamed, so a run
-killed while saving keeps its previous checkpoint.
+``CheckpointState`` is the typed content. It is saved with ``torch.save`` as plain data and
+read back with ``torch.load(weights_only=True)``, so a checkpoint holds only tensors and
+plain data (the config as YAML-like data, label names, feature timing), never pickled
+objects, and loading one never runs code from the file. Written through
+``features.atomic.atomic_path``, so a run killed while saving keeps its previous checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import torch
 
-CHECKPOINT_FORMAT = 1
+from features.atomic import atomic_path
+from features.errors import UserInputError
+
+CHECKPOINT_FORMAT = 2
+
+# JSON-like data as stored (the config, store attributes, history rows)
+PlainData = dict[str, object]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A checkpoint that cannot be used; names the file and what is wrong."""
 
 
-REQUIRED = ("format", "epoch", "model", "config", "label_names", "in_dim", "modalities")
+@dataclass
+class CheckpointState:
+    """One training run after ``epoch`` epochs: weights (``model`` and its ``ema``), the
+    optimiser, schedule and loss state, the RNG, the resolved experiment ``config`` (as
+    data), the label names, input width and modalities, the feature store's attributes, the
+    per-epoch ``history`` and the method's inference ``assets`` (I2Net's partner bank)."""
+
+    epoch: int
+    model: dict[str, torch.Tensor]
+    config: PlainData
+    label_names: list[str]
+    in_dim: int
+    modalities: list[str]
+    ema: dict[str, torch.Tensor] = field(default_factory=dict)
+    ema_updates: int = 0
+    optimizer: PlainData = field(default_factory=dict)
+    scheduler: PlainData = field(default_factory=dict)
+    criterion: dict[str, torch.Tensor] = field(default_factory=dict)
+    torch_rng: torch.Tensor | None = None
+    feature_attrs: PlainData = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    assets: PlainData | None = None
+
+    @property
+    def inference_weights(self) -> dict[str, torch.Tensor]:
+        """The weights inference uses: the EMA's (the model's when there is no EMA)."""
+        return self.ema or self.model
+
+    def last_metrics(self) -> dict[str, float]:
+        """The last epoch's row of the history."""
+        if not self.history:
+            raise CheckpointError("checkpoint has no finished epoch")
+        return dict(self.history[-1])
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Atomically write ``state`` (which must have the REQUIRED keys)."""
-    missing = [k for k in REQUIRED if k not in {**state, "format": 1}]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint state lacks {missing}")
+REQUIRED = tuple(
+    f.name for f in fields(CheckpointState) if f.default is MISSING and f.default_factory is MISSING
+)
+
+
+def save_checkpoint(state: CheckpointState, path: str | os.PathLike[str]) -> Path:
+    """Atomically write ``state``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({**state, "format": CHECKPOINT_FORMAT}, tmp)
-    os.replace(tmp, path)
+    # through an open file: given a path, torch.save records the (temporary) file's name
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save({**state_fields(state), "format": CHECKPOINT_FORMAT}, file)
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> dict[str, Any]:
+def state_fields(state: CheckpointState) -> dict[str, object]:
+    """The state's fields as a dict without copying tensors (``asdict`` deep-copies)."""
+    return {f.name: getattr(state, f.name) for f in fields(state)}
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> CheckpointState:
     """Read a checkpoint safely (``weights_only=True``); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, not a torch file, disallowed objects
         raise CheckpointError(f"{path}: cannot read as a checkpoint ({exc})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a tal checkpoint (a {type(state).__name__})")
-    missing = [k for k in REQUIRED if k not in state]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a tal checkpoint (a {type(data).__name__})")
+    missing = [k for k in ("format", *REQUIRED) if k not in data]
     if missing:
         raise CheckpointError(f"{path}: not a tal checkpoint, missing {missing}")
-    if state["format"] != CHECKPOINT_FORMAT:
+    if data["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path}: checkpoint format {state['format']}, this version reads {CHECKPOINT_FORMAT}"
+            f"{path}: checkpoint format {data['format']}, this version reads {CHECKPOINT_FORMAT}"
         )
-    return state
+    known = {f.name for f in fields(CheckpointState)}
+    return CheckpointState(**{k: v for k, v in data.items() if k in known})

@@ -1,6 +1,6 @@
 """Losses of the one-stage localizer: sigmoid focal loss, 1-D DIoU loss and their combination.
 
-``LocalizationLoss`` turns the model's output dict (see the shared spec) and per-video ground
+``LocalizationLoss`` turns the localizer's outputs (``LocalizerOutput``) and per-video ground
 truth in feature steps into ``cls_loss + reg_weight * reg_loss``, both divided by an
 exponential moving average of the number of positive points, as ActionFormer does, so the
 loss scale does not jump with the number of actions in a batch.
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tal.engine.assign import assign_targets, default_regression_ranges, make_points
+from tal.models.localizer import LocalizerOutput
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -117,13 +118,16 @@ class LocalizationLoss(nn.Module):
         return new
 
     def targets(
-        self, outputs: dict, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor]
+        self,
+        outputs: LocalizerOutput,
+        gt_segments: Sequence[Tensor],
+        gt_labels: Sequence[Tensor],
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Stacked targets ``(cls [B, P, C], reg [B, P, 2], positive [B, P])`` of a batch."""
-        logits = outputs["cls_logits"]
+        logits = outputs.cls_logits
         ranges = self.regression_ranges or default_regression_ranges(len(logits))
         lengths = [x.shape[1] for x in logits]
-        points = make_points(lengths, outputs["strides"], ranges, device=logits[0].device)
+        points = make_points(lengths, outputs.strides, ranges, device=logits[0].device)
         per_video = [
             assign_targets(points, segs, labels, self.num_classes, self.center_radius)
             for segs, labels in zip(gt_segments, gt_labels, strict=True)
@@ -136,14 +140,17 @@ class LocalizationLoss(nn.Module):
         return self.reduce_count(count) if self.reduce_count is not None else count
 
     def prepare(
-        self, outputs: dict, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor]
+        self,
+        outputs: LocalizerOutput,
+        gt_segments: Sequence[Tensor],
+        gt_labels: Sequence[Tensor],
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float]:
         """The batch's outputs over all levels, ``cls_logits [B, P, C]``, ``offsets [B, P, 2]``
         (fp32 under AMP) and ``valid [B, P]``; its targets ``cls, reg, positive`` (positives
         on real points only); and the normaliser after this batch's update."""
-        cls_logits = torch.cat(list(outputs["cls_logits"]), dim=1).float()
-        offsets = torch.cat(list(outputs["offsets"]), dim=1).float()
-        valid = torch.cat(list(outputs["masks"]), dim=1).bool()
+        cls_logits = torch.cat(list(outputs.cls_logits), dim=1).float()
+        offsets = torch.cat(list(outputs.offsets), dim=1).float()
+        valid = torch.cat(list(outputs.masks), dim=1).bool()
         if len(gt_segments) != cls_logits.shape[0]:
             raise ValueError(
                 f"got ground truth for {len(gt_segments)} videos but outputs for "
@@ -163,9 +170,12 @@ class LocalizationLoss(nn.Module):
         )
 
     def forward(
-        self, outputs: dict, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor]
-    ) -> dict[str, Tensor | float]:
-        """``{"cls_loss", "reg_loss", "loss"}`` scalar tensors and ``num_pos`` (float)."""
+        self,
+        outputs: LocalizerOutput,
+        gt_segments: Sequence[Tensor],
+        gt_labels: Sequence[Tensor],
+    ) -> dict[str, Tensor]:
+        """``{"cls_loss", "reg_loss", "loss"}`` scalar tensors."""
         cls_logits, offsets, valid, cls_t, reg_t, pos, norm = self.prepare(
             outputs, gt_segments, gt_labels
         )
@@ -177,4 +187,8 @@ class LocalizationLoss(nn.Module):
         else:
             reg_loss = 0.0 * offsets.sum()
         loss = cls_loss + self.reg_weight * reg_loss
-        return {"cls_loss": cls_loss, "reg_loss": reg_loss, "loss": loss, "num_pos": num_pos}
+        return {
+            "cls_loss": cls_loss,
+            "reg_loss": reg_loss,
+            "loss": loss,
+        }

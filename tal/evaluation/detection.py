@@ -253,9 +253,11 @@ def evaluate_detection(
     by_cls = by_cls[np.argsort(p_cls[by_cls], kind="stable")]
     cls_bounds = np.searchsorted(p_cls[by_cls], np.arange(len(class_index) + 1))
     order = np.concatenate(
-        [by_cls[lo:hi][np.argsort(predictions.score[by_cls[lo:hi]], kind="stable")[::-1]]
-         for lo, hi in itertools.pairwise(cls_bounds)]
-    )  # fmt: skip
+        [
+            by_cls[lo:hi][np.argsort(predictions.score[by_cls[lo:hi]], kind="stable")[::-1]]
+            for lo, hi in itertools.pairwise(cls_bounds)
+        ]
+    )
     p_key = np.where(p_vid[order] < n_videos, p_cls[order] * n_videos + p_vid[order], -1)
     pos = np.searchsorted(slot_keys, p_key).clip(0, len(slot_keys) - 1)
     slot = np.where(slot_keys[pos] == p_key, pos, -1)
@@ -263,7 +265,7 @@ def evaluate_detection(
 
     npos = np.bincount(gc, minlength=len(class_index))
     ap = np.zeros((len(thresholds), len(class_index)))
-    names = {c: name for name, c in class_index.items()}
+    class_names = {c: name for name, c in class_index.items()}
     pr: dict[str, tuple[np.ndarray, np.ndarray]] | None = {} if curves else None
     for c, (lo, hi) in enumerate(itertools.pairwise(cls_bounds)):  # one iteration per class
         if hi == lo:
@@ -273,7 +275,7 @@ def evaluate_detection(
         precision, recall = tp_cum / (tp_cum + fp_cum), tp_cum / float(npos[c])
         ap[:, c] = interpolated_ap(precision, recall)
         if pr is not None:
-            pr[names[c]] = (precision, recall)
+            pr[class_names[c]] = (precision, recall)
     m_ap = ap.mean(axis=1)
     per_class = {name: ap[:, class_index[name]].tolist() for name in sorted(class_index)}
     return DetectionResult(

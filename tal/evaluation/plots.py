@@ -57,9 +57,10 @@ def timeline_figure(
         for inst in gt.instances if gt else []:
             if inst.label in rows:
                 ax.broken_barh(
-                    [(inst.start, inst.end - inst.start)], (rows[inst.label] - 0.4, 0.38),
+                    [(inst.start, inst.end - inst.start)],
+                    (rows[inst.label] - 0.4, 0.38),
                     color="0.45",
-                )  # fmt: skip
+                )
         mine = detections.video_ids == vid
         for name in labels:
             pick = np.flatnonzero(
@@ -69,11 +70,12 @@ def timeline_figure(
             for i in pick:
                 start, end, score = detections.start[i], detections.end[i], detections.score[i]
                 ax.broken_barh(
-                    [(start, end - start)], (rows[name] + 0.02, 0.38),
+                    [(start, end - start)],
+                    (rows[name] + 0.02, 0.38),
                     # scores outside [0, 1] (CO2-Net's contrast scores) saturate
                     color=colors(rows[name] % 10),
                     alpha=float(0.25 + 0.75 * np.clip(score, 0.0, 1.0)),
-                )  # fmt: skip
+                )
                 ax.text(start, rows[name] + 0.42, f"{score:.2f}", fontsize=6, va="bottom")
         end = (durations or {}).get(vid) or (gt.duration if gt and gt.duration else None)
         if end is None:

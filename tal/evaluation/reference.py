@@ -96,9 +96,13 @@ def reference_evaluate(
             gt_by_label.setdefault(inst.label, []).append((video.video_id, inst.start, inst.end))
     preds_by_label: dict[str, list[tuple[str, float, float, float]]] = defaultdict(list)
     for vid, label, s, e, sc in zip(
-        predictions.video_ids, predictions.labels, predictions.start, predictions.end,
-        predictions.score, strict=True,
-    ):  # fmt: skip
+        predictions.video_ids,
+        predictions.labels,
+        predictions.start,
+        predictions.end,
+        predictions.score,
+        strict=True,
+    ):
         if label in gt_by_label:
             preds_by_label[label].append((vid, float(s), float(e), float(sc)))
     return {

@@ -43,7 +43,7 @@ class MaskedConv1d(nn.Module):
         self.conv = nn.Conv1d(
             in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias
         )
-        if bias:
+        if self.conv.bias is not None:
             nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

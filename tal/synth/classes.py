@@ -45,9 +45,11 @@ MOTION_BY_NAME = {m.name: m for m in MOTIONS}
 # default six classes share every shape between two classes; classes 10-19 repeat the
 # motions with other shapes.
 _CLASS_SHAPES = (
-    "disc", "square", "triangle", "square", "triangle", "disc", "cross", "ring", "cross", "ring",
-    "triangle", "disc", "square", "triangle", "disc", "square", "ring", "cross", "disc", "cross",
-)  # fmt: skip
+    *("disc", "square", "triangle", "square", "triangle"),  # classes 0-4
+    *("disc", "cross", "ring", "cross", "ring"),  # classes 5-9
+    *("triangle", "disc", "square", "triangle", "disc"),  # classes 10-14
+    *("square", "ring", "cross", "disc", "cross"),  # classes 15-19
+)
 MAX_CLASSES = len(_CLASS_SHAPES)
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from features.atomic import atomic_path
+
 X264_OPTIONS = {
     "preset": "faster",
     "crf": "18",
@@ -50,15 +52,14 @@ def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
 def write_h264(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float) -> int:
     """Encode uint8 RGB ``H x W x 3`` frames (even H, W) to ``path``; return the frame count.
 
-    The file is written beside ``path`` and renamed at the end, so a crash never leaves a
-    truncated video under the final name.
+    The file is written beside ``path`` and renamed at the end (``features.atomic``), so a
+    crash never leaves a truncated video under the final name.
     """
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
     time_base = 1 / rate
-    tmp = path.with_name(path.name + ".part")
     count = 0
-    with av.open(str(tmp), "w", format="mp4") as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
@@ -80,5 +81,4 @@ def write_h264(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: 
             raise ValueError(f"{path}: no frames to write")
         for packet in stream.encode():
             container.mux(packet)
-    tmp.replace(path)
     return count

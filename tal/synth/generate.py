@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from features.atomic import atomic_write_text
 from tal.data.annotations import AnnotationSet, Instance, Video, write_annotations
 from tal.synth.classes import MAX_CLASSES, ClassSpec, class_specs
 from tal.synth.encode import X264_OPTIONS, write_h264
@@ -151,10 +152,15 @@ def _video_id(index: int, videos: int) -> str:
     return f"synth_{index:0{max(4, len(str(videos - 1)))}d}"
 
 
+_GENERATED = re.compile(r"synth_\d+\.mp4(\.part)?|\.synth_\d+\.mp4\.[0-9a-f]+\.tmp")
+
+
 def _remove_stale(video_dir: Path, keep: set[str]) -> None:
-    """Delete videos of an earlier, larger generation (only names this generator makes)."""
-    for path in video_dir.glob("synth_*.mp4*"):
-        if re.fullmatch(r"synth_\d+\.mp4(\.part)?", path.name) and path.name not in keep:
+    """Delete videos of an earlier, larger generation (only names this generator makes),
+    and temporary files that a killed run left (``features.atomic`` names them
+    ``.NAME.RANDOM.tmp``; older versions wrote ``NAME.part``)."""
+    for path in video_dir.glob("*synth_*.mp4*"):
+        if _GENERATED.fullmatch(path.name) and path.name not in keep:
             path.unlink()
 
 
@@ -191,11 +197,8 @@ def generate_dataset(
     specs = class_specs(classes)
     ids = [_video_id(i, videos) for i in range(videos)]
     _remove_stale(video_dir, {f"{v}.mp4" for v in ids})
-    jobs = [
-        _Job(i, ids[i], str(video_dir / f"{ids[i]}.mp4"), seed, tuple(specs), size,
-             fps, min_duration, max_duration)
-        for i in range(videos)
-    ]  # fmt: skip
+    shared = (seed, tuple(specs), size, fps, min_duration, max_duration)  # same for every job
+    jobs = [_Job(i, vid, str(video_dir / f"{vid}.mp4"), *shared) for i, vid in enumerate(ids)]
     results: dict[int, dict[str, Any]] = {}
 
     def finished(result: dict[str, Any]) -> None:
@@ -218,10 +221,11 @@ def generate_dataset(
     for i, video_id in enumerate(ids):
         n = results[i]["frames"]
         instances = [
-            Instance(d["label"], d["action_frames"][0] / fps, d["action_frames"][1] / fps,
-                     d["label_id"])
+            Instance(
+                d["label"], d["action_frames"][0] / fps, d["action_frames"][1] / fps, d["label_id"]
+            )
             for d in results[i]["instances"]
-        ]  # fmt: skip
+        ]
         database[video_id] = Video(video_id, subsets[i], n / fps, fps, instances)
     ann_path = write_annotations(AnnotationSet(database), out / "annotations.json")
     meta = {
@@ -251,9 +255,7 @@ def generate_dataset(
             for i, video_id in enumerate(ids)
         },
     }
-    tmp = out / "synth.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out / "synth.json")
+    atomic_write_text(out / "synth.json", json.dumps(meta, indent=1) + "\n")
     return SynthSummary(
         out_dir=out,
         annotations=ann_path,

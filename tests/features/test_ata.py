@@ -74,8 +74,16 @@ def test_gradients_reach_the_temporal_attention_through_the_alignment():
 
 @pytest.mark.parametrize("temporal", ["aligned", "plain"])
 def test_vit_shapes(temporal):
-    model = ATAViT(num_classes=5, frames=4, image_size=32, patch_size=8, dim=32, depth=2,
-                   heads=4, temporal=temporal)  # fmt: skip
+    model = ATAViT(
+        num_classes=5,
+        frames=4,
+        image_size=32,
+        patch_size=8,
+        dim=32,
+        depth=2,
+        heads=4,
+        temporal=temporal,
+    )
     clips = torch.randn(2, 3, 4, 32, 32)
     assert model(clips).shape == (2, 5) and model.features(clips).shape == (2, 32)
     with pytest.raises(ValueError, match="clips"):

@@ -71,9 +71,14 @@ def test_rgb_and_flow_streams_with_and_without_prefetch(shared_data):
     results = []
     for prefetch in (0, 4):
         settings = ClipSettings(
-            fps=10, clip_length=16, stride=8, input_size=64, batch_size=3, flow_method="dis",
+            fps=10,
+            clip_length=16,
+            stride=8,
+            input_size=64,
+            batch_size=3,
+            flow_method="dis",
             prefetch=prefetch,
-        )  # fmt: skip
+        )
         results.append(VideoExtractor(models, settings, "cpu").extract(path))
     plain, ahead = results
     for modality in ("rgb", "flow"):

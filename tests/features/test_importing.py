@@ -205,9 +205,20 @@ def test_bad_files_are_recorded_and_the_good_ones_done(tmp_path):
     assert sorted(summary.imported) == ["g1", "g2", "g3"]
     reasons = summary.failed
     assert set(reasons) == {
-        "text", "pickled", "raw_pickle", "flat", "cube", "narrow", "empty", "strings", "nan",
-        "inf", "ctrl%01id", "%2Ehidden", "dir",
-    }  # fmt: skip
+        "text",
+        "pickled",
+        "raw_pickle",
+        "flat",
+        "cube",
+        "narrow",
+        "empty",
+        "strings",
+        "nan",
+        "inf",
+        "ctrl%01id",
+        "%2Ehidden",
+        "dir",
+    }
     assert "not a .npy file" in reasons["text"]
     assert "without pickle" in reasons["pickled"]
     assert "not a .npy file" in reasons["raw_pickle"]
@@ -229,8 +240,13 @@ def test_bad_files_are_recorded_and_the_good_ones_done(tmp_path):
     assert store.completed() == set(good)
     table = pq.read_table(tmp_path / "s.zarr" / "manifest.parquet")
     assert table.column_names[:6] == [
-        "video_id", "status", "num_frames", "num_features", "duration", "error",
-    ]  # fmt: skip
+        "video_id",
+        "status",
+        "num_frames",
+        "num_features",
+        "duration",
+        "error",
+    ]
     rows = {r["video_id"]: r for r in table.to_pylist()}
     assert set(rows) == set(good) | set(reasons)
     for vid in good:

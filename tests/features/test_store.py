@@ -185,7 +185,10 @@ def test_check_attrs_compares_only_given_keys(tmp_path):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", " ", "a/b", "a\\b", "..", ".", ".hidden", "a\nb", "tab\t", "nul\x00", "zarr.json", 3],
+    [
+        *["", " ", "a/b", "a\\b", "..", ".", ".hidden", "a\nb", "tab\t", "nul\x00", "zarr.json"],
+        *[3, "v_a..b", "x" * 201, "lone\ud800"],
+    ],
 )
 def test_unsafe_ids_rejected(store, bad):
     with pytest.raises(ValueError, match="video id"):
@@ -195,7 +198,7 @@ def test_unsafe_ids_rejected(store, bad):
 
 
 def test_safe_ids_accepted():
-    for good in ["video_test_0000004", "-0Xwbz9C2f0", "_abc", "v_a..b", "x y"]:
+    for good in ["video_test_0000004", "-0Xwbz9C2f0", "_abc", "v.a.b", "x y", "x" * 200]:
         assert check_video_id(good) == good
 
 

@@ -86,6 +86,14 @@ def test_project_format_round_trip(tmp_path):
         read_weights(tmp_path / "junk.pt")
 
 
+def test_equal_weights_give_equal_bytes_whatever_the_file_name(tmp_path):
+    state, meta = pytorch_i3d_state(seed=2), {"origin": "test"}
+    first = save_weights(state, tmp_path / "a.pt", meta)
+    assert save_weights(state, tmp_path / "a.pt", meta) == first  # the temp name is random
+    assert save_weights(state, tmp_path / "sub" / "other.pt", meta) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "sub"]
+
+
 def deepmind_tree(state: dict[str, torch.Tensor]) -> dict:
     """Our state in DeepMind's naming and layout (the inverse of the conversion)."""
     params: dict[str, np.ndarray] = {}
@@ -223,7 +231,8 @@ def test_ata_weights_rebuild_their_network_and_are_told_apart_from_i3d(tmp_path)
     with pytest.raises(WeightsError, match="RGB only"):
         resolve_network("ata", str(path), "flow")
     broken = tmp_path / "broken.pt"
-    save_weights(net.state_dict(), broken, {"arch": "ata", "ata": {**net.arch, "dim": 32},
-                                            "num_classes": 5})  # fmt: skip
+    save_weights(
+        net.state_dict(), broken, {"arch": "ata", "ata": {**net.arch, "dim": 32}, "num_classes": 5}
+    )
     with pytest.raises(WeightsError, match="do not fit their recorded network"):
         load_ata(broken)

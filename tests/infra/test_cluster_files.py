@@ -50,8 +50,10 @@ def _help_flags(*args: str) -> set[str]:
     """The long options a pinned CLI's --help lists."""
     out = subprocess.run(
         [str(Path(sys.executable).parent / args[0]), *args[1:], "--help"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return set(re.findall(r"--[a-z][a-z0-9-]*", out.stdout))
 
@@ -86,9 +88,11 @@ def test_make_image_builds_the_tag_every_manifest_names():
         if _images(_docs(path))
     }
     assert {str(p) for p in named} >= {
-        "infra/ray/cluster.yaml", "infra/k8s/raycluster.yaml", "infra/k8s/services.yaml",
+        "infra/ray/cluster.yaml",
+        "infra/k8s/raycluster.yaml",
+        "infra/k8s/services.yaml",
         "infra/services/compose.yaml",
-    }  # fmt: skip
+    }
     for path, images in named.items():
         for image in images:
             if image.startswith("tal-pipeline:"):

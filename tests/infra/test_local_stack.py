@@ -77,9 +77,13 @@ class Stack:
 
     def prefect(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(BIN / "prefect"), *args], env=self.client_env, cwd=ROOT, capture_output=True,
-            text=True, timeout=timeout,
-        )  # fmt: skip
+            [str(BIN / "prefect"), *args],
+            env=self.client_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def api(self, path: str, body: dict | None = None):
         url = self.exports["PREFECT_API_URL"] + path
@@ -127,20 +131,33 @@ def test_stack_is_up_and_refuses_a_taken_port(stack, tmp_path):
 def test_ray_job_submit_trains_and_logs_to_the_mlflow_server(stack, tmp_path, toy_store):
     _, ann, store = toy_store
     config = tmp_path / "toy.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "toy", "dataset": "toy", "run_dir": str(tmp_path / "run"),
-        "model": {"embed_dim": 32, "num_heads": 4, "num_levels": 3, "max_seq_len": 64,
-                  "attention_window": 5},
-        "training": {"epochs": 2, "eval_every": 2, "batch_size": 4, "num_workers": 2,
-                     "storage_path": str(tmp_path / "ckpt")},
-    }))  # fmt: skip
+    toy = {
+        "name": "toy",
+        "dataset": "toy",
+        "run_dir": str(tmp_path / "run"),
+        "model": {
+            "embed_dim": 32,
+            "num_heads": 4,
+            "num_levels": 3,
+            "max_seq_len": 64,
+            "attention_window": 5,
+        },
+        "training": {
+            "epochs": 2,
+            "eval_every": 2,
+            "batch_size": 4,
+            "num_workers": 2,
+            "storage_path": str(tmp_path / "ckpt"),
+        },
+    }
+    config.write_text(yaml.safe_dump(toy))
+    submit = [str(BIN / "ray"), "job", "submit", "--working-dir", str(ROOT)]
+    submit += ["--address", f"http://127.0.0.1:{stack.ports['RAY_DASHBOARD']}"]
+    train = ["python", "-m", "pipelines", "train", "--config", str(config)]
+    train += ["--annotations", str(ann), "--store", str(store)]
     job = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address",
-         f"http://127.0.0.1:{stack.ports['RAY_DASHBOARD']}", "--working-dir", str(ROOT),
-         "--", "python", "-m", "pipelines.train", "--config", str(config),
-         "--annotations", str(ann), "--store", str(store)],
-        env=stack.client_env, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
+        [*submit, "--", *train], env=stack.client_env, capture_output=True, text=True, timeout=400
+    )
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in job.stdout + job.stderr
 
@@ -208,9 +225,14 @@ def test_deployment_killed_during_extraction_resumes_on_the_next_run(
     made = {(flows[d["flow_id"]], d["name"]) for d in stack.api("/deployments/filter", {})}
     assert len(made) == 7 and {name for _, name in made} == names
     assert {f for f, _ in made} == {
-        "tal-pipeline", "train-backbone", "extract-features", "build-pairs", "train-model",
-        "evaluate-model", "predict-videos",
-    }  # fmt: skip
+        "tal-pipeline",
+        "train-backbone",
+        "extract-features",
+        "build-pairs",
+        "train-model",
+        "evaluate-model",
+        "predict-videos",
+    }
     # the cluster's deployments (infra/prefect/cluster.yaml) are accepted by the server too
     assert stack.prefect("work-pool", "create", "tal-cluster", "--type", "process").returncode == 0
     cluster = stack.prefect(
@@ -227,14 +249,18 @@ def test_deployment_killed_during_extraction_resumes_on_the_next_run(
 
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (closed in finally)
     worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", POOL], env=stack.client_env,
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [str(BIN / "prefect"), "worker", "start", "--pool", POOL],
+        env=stack.client_env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     stack.pids.append(worker.pid)
     try:
         # the first run is killed (the flow run's whole process group) once two videos are done
-        started = stack.prefect("deployment", "run", "tal-pipeline/demo", "--param",
-                                f"config={config}")  # fmt: skip
+        run_demo = ("deployment", "run", "tal-pipeline/demo", "--param", f"config={config}")
+        started = stack.prefect(*run_demo)
         assert started.returncode == 0, started.stdout + started.stderr
         first = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
         _wait_for(lambda: len(_markers(store)) >= 2, 300, "two extracted videos")
@@ -247,17 +273,20 @@ def test_deployment_killed_during_extraction_resumes_on_the_next_run(
             os.killpg(pid, signal.SIGKILL)
         _wait_for(lambda: not any(_alive(int(p)) for p in flow_runs), 30, "the killed run")
         state = _wait_for(
-            lambda: stack.api(f"/flow_runs/{first}")["state_type"] in ("CRASHED", "FAILED")
-            and stack.api(f"/flow_runs/{first}")["state_type"], 60, "the worker to report it",
+            lambda: (
+                stack.api(f"/flow_runs/{first}")["state_type"] in ("CRASHED", "FAILED")
+                and stack.api(f"/flow_runs/{first}")["state_type"]
+            ),
+            60,
+            "the worker to report it",
             interval=1,
-        )  # fmt: skip
+        )
         assert state == "CRASHED"
         finished = _markers(store)
         assert 2 <= len(finished) < 10, finished
 
         # the second run resumes: the finished videos are not extracted again
-        again = stack.prefect("deployment", "run", "tal-pipeline/demo", "--param",
-                              f"config={config}", "--watch", timeout=600)  # fmt: skip
+        again = stack.prefect(*run_demo, "--watch", timeout=600)
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         assert "Completed" in again.stdout
     finally:
@@ -294,8 +323,8 @@ def test_deployment_killed_during_extraction_resumes_on_the_next_run(
     assert f"[MLflow model]({server}/#/models/deployed-i2net/versions/1)" in artifacts[0]["data"]
 
     # the README's schedule example
-    made = stack.prefect("deployment", "schedule", "create", "tal-pipeline/demo",
-                         "--cron", "0 3 * * *", "--timezone", "UTC")  # fmt: skip
+    schedule = ("deployment", "schedule", "create", "tal-pipeline/demo")
+    made = stack.prefect(*schedule, "--cron", "0 3 * * *", "--timezone", "UTC")
     assert made.returncode == 0, made.stdout + made.stderr
     assert (
         "cron: 0 3 * * *"

@@ -42,19 +42,19 @@ def test_ata_trains_on_two_ray_workers_tracked_and_registered(ata_weights):
 
     outcome = ata_weights
     model, meta = load_ata(outcome.output)
-    assert meta["arch"] == "ata" and outcome.report["digest"] == meta["digest"]
+    assert meta["arch"] == "ata" and outcome.report.digest == meta["digest"]
     assert model.arch == {"frames": 8, "image_size": 32, "patch_size": 8, "dim": 32,
                           "depth": 2, "heads": 4, "temporal": "aligned"}  # fmt: skip
     assert meta["origin"].startswith("trained from random initialisation")
-    assert outcome.workers == 2 and outcome.report["extractor"] == "ata"
+    assert outcome.workers == 2 and outcome.report.extractor == "ata"
     c = client(outcome.tracking_uri)
     run_ = c.get_run(outcome.run_id)
     assert run_.info.status == "FINISHED" and run_.data.tags["method"] == "ata-rgb"
     history = c.get_metric_history(outcome.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
-    assert history[-1].value == outcome.report["val_accuracy"]
+    assert history[-1].value == outcome.report.val_accuracy
     reg = outcome.registration
-    assert reg["name"] == "synth-ata-rgb" and reg["promoted"]
+    assert reg.name == "synth-ata-rgb" and reg.promoted
 
 
 def test_tal_extract_ata_fills_a_store_with_the_networks_features(

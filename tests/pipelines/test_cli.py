@@ -25,10 +25,8 @@ def test_expand_multi_value_tiou():
 
 def test_expand_multi_value_stops_before_a_positional_argument():
     argv = ["import-features", "--modalities", "rgb", "flow", "feats/", "--store", "s.zarr"]
-    assert _expand_multi_value(argv) == [
-        "import-features", "--modalities", "rgb", "--modalities", "flow", "feats/",
-        "--store", "s.zarr",
-    ]  # fmt: skip
+    expanded = ["import-features", "--modalities", "rgb", "--modalities", "flow", "feats/"]
+    assert _expand_multi_value(argv) == [*expanded, "--store", "s.zarr"]
     # a wrong first value is still handed to the option, which then names it
     assert _expand_multi_value(["extract", "--modalities", "depth"])[1:] == [
         "--modalities",

@@ -1,4 +1,4 @@
-"""`tal demo` / `python -m pipelines.demo` end to end on a small synthetic dataset."""
+"""`tal demo` / `python -m pipelines demo` end to end on a small synthetic dataset."""
 
 from __future__ import annotations
 
@@ -15,13 +15,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def demo(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    sets = {
+        "run_dir": tmp_path,
+        "data.root": tmp_path / "data",
+        "data.synth.videos": 5,
+        "data.synth.classes": 3,
+        "data.synth.size": 64,
+        "data.synth.min_duration": 8,
+        "data.synth.max_duration": 10,
+    }
+    overrides = [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
     cmd = [
-        sys.executable, "-m", "pipelines.demo", "--config", "configs/demo.yaml",
-        "--set", f"run_dir={tmp_path}", "--set", f"data.root={tmp_path / 'data'}",
-        "--set", "data.synth.videos=5", "--set", "data.synth.classes=3",
-        "--set", "data.synth.size=64", "--set", "data.synth.min_duration=8",
-        "--set", "data.synth.max_duration=10", *extra,
-    ]  # fmt: skip
+        *(sys.executable, "-m", "pipelines", "demo", "--config", "configs/demo.yaml"),
+        *overrides,
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 

@@ -34,14 +34,14 @@ def test_champion_moves_only_to_a_strictly_better_version(tmp_path, capsys):
     assert [o.previous_version for o in outcomes] == [None, "1", "1", "1"]
     assert champion(uri, "m") == ("4", 0.6)
     rows = list_versions(uri, "m")
-    assert [(r["version"], r["score"], r["aliases"]) for r in rows] == [
+    assert [(r.version, r.score, r.aliases) for r in rows] == [
         ("1", 0.5, []), ("2", 0.4, []), ("3", 0.5, []), ("4", 0.6, [CHAMPION]),
     ]  # fmt: skip
     c = client(uri)
-    local = c.download_artifacts(rows[2]["run_id"], "champion_comparison.json", str(tmp_path))
+    local = c.download_artifacts(rows[2].run_id, "champion_comparison.json", str(tmp_path))
     comparison = json.loads(Path(local).read_text())
     assert comparison["promoted"] is False and comparison["previous_champion_score"] == 0.5
-    assert c.get_run(rows[1]["run_id"]).data.tags["champion"] == "not promoted"
+    assert c.get_run(rows[1].run_id).data.tags["champion"] == "not promoted"
 
     assert run(["models", "m", "--tracking-uri", uri]) == 0
     lines = capsys.readouterr().out.splitlines()

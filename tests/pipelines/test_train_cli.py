@@ -37,7 +37,9 @@ def test_train_then_infer(toy_store, tmp_path, capsys):
     assert code == 0, captured.err
     detections = load_predictions(pred)
     assert set(detections.video_ids) <= {f"toy_{v:02d}" for v in range(12, 18)}
-    assert f"average mAP {metrics['average_mAP']:.4f} (partner self)" in captured.out
+    assert f"average mAP {metrics['average_mAP']:.4f} (i2net (intra True, inter True))" in (
+        captured.out
+    )
 
 
 def test_bad_inputs_exit_2(toy_store, tmp_path, capsys):

@@ -125,3 +125,33 @@ def test_ata_extractor_settings_are_checked_and_the_backbone_starts_random():
 def test_co2net_needs_both_streams():
     with pytest.raises(ConfigError, match=r"co2net needs features.modalities \[rgb, flow\]"):
         load_config(None, ["model.name=co2net", "features.modalities=[rgb]"])
+
+
+def test_model_section_is_validated_by_its_method():
+    config = load_config(None, ["model.name=asl", "model.combine=mean"])
+    assert type(config.model).__name__ == "ASLConfig" and config.model.combine == "mean"
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'model.intra_attention' \(not a key of method actionformer\)",
+    ):
+        load_config(None, ["model.name=actionformer", "model.intra_attention=true"])
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'model.embed_dim' \(not a key of method co2net\)"
+    ):
+        load_config(None, ["model.name=co2net", "model.embed_dim=64"])
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown method 'nope'; registered methods: actionformer, asl, co2net, (.*, )?i2net",
+    ):
+        load_config(None, ["model.name=nope"])
+    with pytest.raises(ConfigError, match="use model.name: actionformer"):
+        load_config(None, ["model.intra_attention=false", "model.inter_attention=false"])
+
+
+def test_method_section_round_trips_through_yaml():
+    from tal.config import config_from_text, dump_config
+
+    config = load_config("configs/demo_co2net.yaml")
+    again = config_from_text(dump_config(config))
+    assert again == config and type(again.model).__name__ == "CO2NetConfig"
+    assert again.model.attention_dim == 256

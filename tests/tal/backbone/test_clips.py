@@ -22,11 +22,13 @@ LABELS = LabelMap(["jump", "run"])
 
 
 def _videos() -> tuple[list[Video], dict[str, tuple[int, float]]]:
+    in_a = [Instance("jump", 2.0, 4.0), Instance("run", 9.0, 16.0)]
+    in_b = [Instance("run", 0.0, 0.5), Instance("jump", 11.0, 12.0)]
     videos = [
-        Video("a", "training", 20.0, 10.0, [Instance("jump", 2.0, 4.0), Instance("run", 9.0, 16.0)]),
-        Video("b", "training", 12.0, 10.0, [Instance("run", 0.0, 0.5), Instance("jump", 11.0, 12.0)]),
+        Video("a", "training", 20.0, 10.0, in_a),
+        Video("b", "training", 12.0, 10.0, in_b),
         Video("c", "training", 8.0, 10.0, []),
-    ]  # fmt: skip
+    ]
     return videos, {"a": (200, 10.0), "b": (120, 10.0), "c": (80, 10.0)}
 
 

@@ -40,28 +40,28 @@ def test_tiny_run_saves_weights_extract_can_load(rgb_run, tiny_synth):
     out, report = rgb_run
     model, meta = load_i3d(out)
     assert model.num_classes == 4 and model.in_channels == 3  # 3 classes + background
-    assert meta["digest"] == report["digest"] and meta["path"] == str(out)
+    assert meta["digest"] == report.digest and meta["path"] == str(out)
     names = load_annotations(tiny_synth.annotations).label_map().names
     assert meta["labels"] == [*names, "background"] and meta["num_classes"] == 4
     assert meta["modality"] == "rgb" and meta["epochs"] == 1 and meta["input_size"] == 32
     assert meta["fps"] == 10.0 and meta["clip_length"] == 8
     assert meta["origin"].startswith("fine-tuned from random initialisation")
     assert str(tiny_synth.annotations) in meta["origin"]
-    assert 0.0 <= meta["val_accuracy"] <= 1.0 and meta["val_accuracy"] == report["val_accuracy"]
+    assert 0.0 <= meta["val_accuracy"] <= 1.0 and meta["val_accuracy"] == report.val_accuracy
     assert len(meta["init_digest"]) == 64
     # the extractor's way in: a weights file resolved for the rgb stream
     again, again_meta = resolve_i3d(str(out), "rgb")
-    assert again_meta["digest"] == report["digest"]
+    assert again_meta["digest"] == report.digest
     assert again.features(torch.zeros(1, 3, 8, 32, 32)).shape == (1, 1024)
 
 
 def test_report_fields(rgb_run):
     _, report = rgb_run
-    assert report["train_clips"] > 0 and report["val_clips"] > 0
-    assert len(report["epochs"]) == 1 and report["epochs"][0]["train_loss"] > 0
-    assert sum(report["train_class_counts"]) == report["train_clips"]
-    assert report["skipped"] == [] and report["seconds"] > 0
-    json.dumps(report)  # plain data: trackers can log it as is
+    assert report.train_clips > 0 and report.val_clips > 0
+    assert len(report.epochs) == 1 and report.epochs[0]["train_loss"] > 0
+    assert sum(report.train_class_counts) == report.train_clips
+    assert report.skipped == [] and report.seconds > 0
+    json.dumps(report.to_dict())  # plain data: trackers can log it as is
 
 
 def test_deterministic_on_cpu(rgb_run, tiny_synth, tmp_path):
@@ -69,7 +69,7 @@ def test_deterministic_on_cpu(rgb_run, tiny_synth, tmp_path):
     again = _train(tiny_synth, tmp_path / out.name)  # torch.save records the file's name
     first, second = load_i3d(out)[0].state_dict(), load_i3d(tmp_path / out.name)[0].state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
-    assert again["digest"] == report["digest"]
+    assert again.digest == report.digest
 
 
 def test_flow_run(tiny_synth, tmp_path):
@@ -78,7 +78,7 @@ def test_flow_run(tiny_synth, tmp_path):
     model, meta = load_i3d(tmp_path / "flow.pt")
     assert model.in_channels == 2 and model.num_classes == 4
     assert meta["modality"] == "flow" and meta["flow_method"] == "dis"
-    assert report["modality"] == "flow"
+    assert report.modality == "flow"
 
 
 def test_random_flip_mirrors_and_negates_flow_x():
@@ -140,16 +140,29 @@ def test_cuda_requested_without_gpu_is_clear(tiny_synth, tmp_path):
 def test_ata_network_is_built_from_the_features_settings(tmp_path):
     config = load_config(
         None,
-        ["features.extractor=ata", "features.modalities=[rgb]", "features.clip_length=4",
-         "features.input_size=32", "features.ata.dim=16", "features.ata.temporal=plain",
-         "backbone.seed=3"],
-    )  # fmt: skip
+        [
+            "features.extractor=ata",
+            "features.modalities=[rgb]",
+            "features.clip_length=4",
+            "features.input_size=32",
+            "features.ata.dim=16",
+            "features.ata.temporal=plain",
+            "backbone.seed=3",
+        ],
+    )
     settings = BackboneTrainConfig.from_experiment(config)
     assert settings.extractor == "ata" and settings.init == "random"
     model, meta = build_network(settings, num_classes=5)
     assert isinstance(model, ATAViT) and model.num_classes == 5
-    assert model.arch == {"frames": 4, "image_size": 32, "patch_size": 8, "dim": 16,
-                          "depth": 2, "heads": 4, "temporal": "plain"}  # fmt: skip
+    assert model.arch == {
+        "frames": 4,
+        "image_size": 32,
+        "patch_size": 8,
+        "dim": 16,
+        "depth": 2,
+        "heads": 4,
+        "temporal": "plain",
+    }
     assert meta["origin"] == "random initialisation (torch seed 3)"
     again, _ = build_network(settings, num_classes=5)  # seeded: the same start
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):

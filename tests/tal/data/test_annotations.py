@@ -112,12 +112,14 @@ def test_unsafe_video_ids_rejected(bad):
 
 
 def test_segment_policies():
-    doc = doc_with(annotations=[
-        {"segment": [-1, 3], "label": "a"},
-        {"segment": [18, 25], "label": "a"},
-        {"segment": [30, 40], "label": "a"},
-        {"segment": [5, 4], "label": "a"},
-    ])  # fmt: skip
+    doc = doc_with(
+        annotations=[
+            {"segment": [-1, 3], "label": "a"},
+            {"segment": [18, 25], "label": "a"},
+            {"segment": [30, 40], "label": "a"},
+            {"segment": [5, 4], "label": "a"},
+        ]
+    )
     with pytest.raises(AnnotationError, match="start < 0"):
         parse_annotations(doc, "gt.json")
     repaired = parse_annotations(doc, "gt.json", segments="repair")

@@ -240,17 +240,17 @@ def test_collate_pads_masks_and_rounds_up(store, annotations, labels):
     v1 = _dataset(store, annotations, labels)[0]  # 22 features
     v4 = _dataset(store, annotations, labels, "validation")[0]  # 12 features
     batch = collate([v1, v4], divisible_by=8)
-    assert batch["feats"].shape == (2, 2048, 24) and batch["feats"].dtype == torch.float32
-    assert batch["masks"].dtype == torch.bool
-    assert batch["masks"].sum(dim=1).tolist() == [22, 12]
-    assert batch["masks"][1, :12].all() and not batch["masks"][1, 12:].any()
-    torch.testing.assert_close(batch["feats"][1, :, :12], v4.feats)
-    assert (batch["feats"][1, :, 12:] == 0).all() and (batch["feats"][0, :, 22:] == 0).all()
-    assert batch["video_ids"] == ["v1", "v4"]
-    assert batch["segments"][0] is v1.segments and batch["labels"][1] is v4.labels
-    assert batch["items"] == [v1, v4]
-    assert collate([v1, v4], divisible_by=1)["feats"].shape[-1] == 22
-    assert collate([v4], divisible_by=16)["feats"].shape[-1] == 16
+    assert batch.feats.shape == (2, 2048, 24) and batch.feats.dtype == torch.float32
+    assert batch.masks.dtype == torch.bool
+    assert batch.masks.sum(dim=1).tolist() == [22, 12]
+    assert batch.masks[1, :12].all() and not batch.masks[1, 12:].any()
+    torch.testing.assert_close(batch.feats[1, :, :12], v4.feats)
+    assert (batch.feats[1, :, 12:] == 0).all() and (batch.feats[0, :, 22:] == 0).all()
+    assert batch.video_ids == ["v1", "v4"]
+    assert batch.segments[0] is v1.segments and batch.labels[1] is v4.labels
+    assert batch.items == [v1, v4]
+    assert collate([v1, v4], divisible_by=1).feats.shape[-1] == 22
+    assert collate([v4], divisible_by=16).feats.shape[-1] == 16
     with pytest.raises(ValueError, match=r"'v1' has 22 features, more than max_len 20"):
         collate([v1, v4], divisible_by=8, max_len=20)
     with pytest.raises(ValueError, match="divisible_by"):
@@ -284,10 +284,10 @@ def test_pair_dataset_pairs_and_self_partner(store, annotations, labels, tmp_pat
     pq.write_table(table, tmp_path / "pairs.parquet")
     assert PairDataset(base, tmp_path / "pairs.parquet").pairs == pairs.pairs
     batch_a, batch_b = collate_pairs([pairs[0], pairs[2]], divisible_by=4)
-    assert batch_a["video_ids"] == ["v1", "v5"] and batch_b["video_ids"] == ["v2", "v5"]
-    assert batch_a["feats"].shape == batch_b["feats"].shape == (2, 2048, 100)  # 97 -> 100
-    assert batch_a["masks"].sum(dim=1).tolist() == [22, 7]
-    assert batch_b["masks"].sum(dim=1).tolist() == [97, 7]
+    assert batch_a.video_ids == ["v1", "v5"] and batch_b.video_ids == ["v2", "v5"]
+    assert batch_a.feats.shape == batch_b.feats.shape == (2, 2048, 100)  # 97 -> 100
+    assert batch_a.masks.sum(dim=1).tolist() == [22, 7]
+    assert batch_b.masks.sum(dim=1).tolist() == [97, 7]
     with pytest.raises(DatasetError, match=r"missing columns \['video_b'\]"):
         PairDataset(base, pa.table({"video_a": ["v1"]}))
 
@@ -317,7 +317,7 @@ def test_pickles_for_dataloader_workers(store, annotations, labels):
     loader = torch.utils.data.DataLoader(
         ds, batch_size=2, collate_fn=lambda items: collate(items, divisible_by=4)
     )
-    shapes = [batch["feats"].shape for batch in loader]
+    shapes = [batch.feats.shape for batch in loader]
     assert shapes == [(2, 1024, 32), (1, 1024, 8)]
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tal.engine.losses import LocalizationLoss, diou_loss_1d, sigmoid_focal_loss
+from tal.models.localizer import LocalizerOutput
 
 
 def test_focal_loss_by_hand():
@@ -45,8 +46,9 @@ def test_diou_identical_disjoint_and_partial():
     assert partial.item() == pytest.approx(1 - (0.4 - 1.5**2 / 25))
 
 
-def _fake_outputs(requires_grad: bool = True) -> dict:
-    """Two videos, two levels (T=16, strides 1 and 2), 3 classes; video 1 padded after 12."""
+def _fake_outputs(requires_grad: bool = True) -> tuple[LocalizerOutput, list[torch.Tensor]]:
+    """Two videos, two levels (T=16, strides 1 and 2), 3 classes; video 1 padded after 12;
+    and the raw offsets before softplus."""
     gen = torch.Generator().manual_seed(0)
     logits = [torch.randn(2, n, 3, generator=gen) for n in (16, 8)]
     raw = [torch.randn(2, n, 2, generator=gen) for n in (16, 8)]
@@ -55,13 +57,14 @@ def _fake_outputs(requires_grad: bool = True) -> dict:
     masks = [torch.ones(2, 16, dtype=torch.bool), torch.ones(2, 8, dtype=torch.bool)]
     masks[0][1, 12:] = False
     masks[1][1, 6:] = False
-    return {
-        "cls_logits": logits,
-        "offsets": [F.softplus(x) for x in raw],
-        "masks": masks,
-        "strides": [1, 2],
-        "_raw": raw,
-    }
+    out = LocalizerOutput(
+        cls_logits=logits,
+        offsets=[F.softplus(x) for x in raw],
+        masks=masks,
+        strides=[1, 2],
+        features=torch.zeros(2, 16, 4),
+    )
+    return out, raw
 
 
 GT_SEGMENTS = [torch.tensor([[4.0, 12.0]]), torch.tensor([[2.0, 5.0]])]
@@ -69,29 +72,29 @@ GT_LABELS = [torch.tensor([1]), torch.tensor([0])]
 
 
 def test_localization_loss_is_finite_and_differentiable():
-    out = _fake_outputs()
+    out, raw = _fake_outputs()
     criterion = LocalizationLoss(num_classes=3)
     res = criterion(out, GT_SEGMENTS, GT_LABELS)
     # video 0, [4, 12]: level 0 point 8 (reach 4), level 1 positions 6, 8, 10 (reach 6, 4, 6);
     # video 1, [2, 5]: level 0 points 3, 4
-    assert res["num_pos"] == 6.0
+    assert float(criterion.normalizer) == 6.0  # the first update: the positive count itself
     assert float(criterion.normalizer) == 6.0
     for key in ("cls_loss", "reg_loss", "loss"):
         assert res[key].ndim == 0 and torch.isfinite(res[key])
     assert res["loss"].item() == pytest.approx(res["cls_loss"].item() + res["reg_loss"].item())
     res["loss"].backward()
-    for x in out["cls_logits"] + out["_raw"]:
+    for x in out.cls_logits + raw:
         assert x.grad is not None and torch.isfinite(x.grad).all()
     # padded points get no classification gradient
-    assert out["cls_logits"][0].grad[1, 12:].abs().sum() == 0
+    assert out.cls_logits[0].grad[1, 12:].abs().sum() == 0
 
 
 def test_localization_loss_by_hand_with_zero_logits_and_exact_offsets():
-    out = _fake_outputs(requires_grad=False)
-    out["cls_logits"] = [torch.zeros_like(x) for x in out["cls_logits"]]
+    out, _ = _fake_outputs(requires_grad=False)
+    out.cls_logits = [torch.zeros_like(x) for x in out.cls_logits]
     criterion = LocalizationLoss(num_classes=3, reg_weight=2.0)
     _, reg_t, _ = criterion.targets(out, GT_SEGMENTS, GT_LABELS)
-    out["offsets"] = [reg_t[:, :16], reg_t[:, 16:]]
+    out.offsets = [reg_t[:, :16], reg_t[:, 16:]]
     res = criterion(out, GT_SEGMENTS, GT_LABELS)
     # 126 valid (point, class) pairs (24*3 + 18*3), 6 positive; focal loss at logit 0
     ln2 = math.log(2)
@@ -101,25 +104,28 @@ def test_localization_loss_by_hand_with_zero_logits_and_exact_offsets():
 
 
 def test_no_positives_gives_zero_reg_loss_with_a_graph():
-    out = _fake_outputs()
+    out, raw = _fake_outputs()
     empty = [torch.zeros(0, 2), torch.zeros(0, 2)]
     labels = [torch.zeros(0, dtype=torch.long)] * 2
-    res = LocalizationLoss(num_classes=3)(out, empty, labels)
-    assert res["num_pos"] == 0.0 and res["reg_loss"].item() == 0.0
+    criterion = LocalizationLoss(num_classes=3)
+    res = criterion(out, empty, labels)
+    assert float(criterion.normalizer) == 1.0  # max(positives, 1) with no positive
+    assert res["reg_loss"].item() == 0.0
     assert torch.isfinite(res["loss"])
     res["loss"].backward()
-    assert all(x.grad is not None for x in out["_raw"])
+    assert all(x.grad is not None for x in raw)
 
 
 def test_positives_on_padded_points_do_not_count():
-    out = _fake_outputs(requires_grad=False)
+    out, _ = _fake_outputs(requires_grad=False)
     # video 1 is valid up to step 12 on level 0 and 12 on level 1: [13, 15] falls in padding
-    res = LocalizationLoss(3)(out, [torch.zeros(0, 2), torch.tensor([[13.0, 15.0]])], GT_LABELS)
-    assert res["num_pos"] == 0.0
+    criterion = LocalizationLoss(3)
+    res = criterion(out, [torch.zeros(0, 2), torch.tensor([[13.0, 15.0]])], GT_LABELS)
+    assert float(criterion.normalizer) == 1.0 and res["reg_loss"].item() == 0.0
 
 
 def test_normalizer_ema_eval_mode_and_state_round_trip():
-    out = _fake_outputs(requires_grad=False)
+    out, _ = _fake_outputs(requires_grad=False)
     criterion = LocalizationLoss(num_classes=3, normalizer_momentum=0.9)
     criterion(out, GT_SEGMENTS, GT_LABELS)  # 6 positives: set to 6
     empty = [torch.zeros(0, 2)] * 2

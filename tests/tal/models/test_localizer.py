@@ -1,4 +1,5 @@
-"""The localizer and its blocks: shapes, masks, locality, the two attentions, gradients."""
+"""The one-stage localizer (ActionFormer's, and I2Net's with its two attentions) and its
+blocks: shapes, masks, locality, the attentions, gradients."""
 
 from __future__ import annotations
 
@@ -8,22 +9,32 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tal.config import ModelConfig
-from tal.models import Localizer, divisible_by
+from tal.methods import build_method
+from tal.methods.actionformer import ActionFormerConfig, LocalizerConfig
+from tal.methods.i2net import I2NetConfig, I2NetLocalizer
 from tal.models.blocks import CrossAttentionBlock, attention_mask, masked_max_pool
+from tal.models.localizer import Localizer, LocalizerOutput
 
 IN_DIM, NUM_CLASSES = 6, 3
 SWITCHES = [(intra, inter) for intra in (False, True) for inter in (False, True)]
 
 
-def config(**kw) -> ModelConfig:
-    base = {"embed_dim": 16, "num_heads": 2, "num_levels": 3, "attention_window": 3}
-    return ModelConfig(**{**base, **kw})
+def config(intra_attention: bool = True, inter_attention: bool = True, **kw) -> LocalizerConfig:
+    """I2Net's section with these switches; ActionFormer's when both are off."""
+    base = {"embed_dim": 16, "num_heads": 2, "num_levels": 3, "attention_window": 3, **kw}
+    if not (intra_attention or inter_attention):
+        return ActionFormerConfig(**base)
+    return I2NetConfig(intra_attention=intra_attention, inter_attention=inter_attention, **base)
 
 
 def make(seed: int = 0, **kw) -> Localizer:
     torch.manual_seed(seed)
-    return Localizer(config(**kw), IN_DIM, NUM_CLASSES).eval()
+    return build_method(config(**kw)).build_network(IN_DIM, NUM_CLASSES).eval()
+
+
+def call(model: Localizer, *args: torch.Tensor | None) -> LocalizerOutput:
+    """The model on a video and, for I2Net's network, a partner (ActionFormer's takes none)."""
+    return model(*args) if isinstance(model, I2NetLocalizer) else model(*args[:2])
 
 
 def inputs(batch: int, length: int, valid: list[int], seed: int = 1):
@@ -40,11 +51,12 @@ def with_garbage(feats: torch.Tensor, masks: torch.Tensor, fill: float | None) -
     return torch.where(masks[:, None, :], feats, junk)
 
 
-def assert_same_on_valid(a: dict, b: dict, atol: float = 1e-6) -> None:
-    for level, mask in enumerate(a["masks"]):
-        assert torch.equal(mask, b["masks"][level])
+def assert_same_on_valid(a: LocalizerOutput, b: LocalizerOutput, atol: float = 1e-6) -> None:
+    for level, mask in enumerate(a.masks):
+        assert torch.equal(mask, b.masks[level])
         for key in ("cls_logits", "offsets"):
-            torch.testing.assert_close(a[key][level][mask], b[key][level][mask], atol=atol, rtol=0)
+            x, y = getattr(a, key)[level][mask], getattr(b, key)[level][mask]
+            torch.testing.assert_close(x, y, atol=atol, rtol=0)
 
 
 # --- blocks -------------------------------------------------------------------------------
@@ -92,13 +104,13 @@ def test_cross_attention_sees_whole_context_and_zeroes_padded_queries():
 
 
 def test_config_window_and_heads_are_validated():
-    assert ModelConfig().attention_window == 9
+    assert ActionFormerConfig().attention_window == 9
     with pytest.raises(ValidationError, match="odd"):
-        ModelConfig(attention_window=4)
+        ActionFormerConfig(attention_window=4)
     with pytest.raises(ValidationError, match="divisible by num_heads"):
-        ModelConfig(embed_dim=18, num_heads=4)
-    assert divisible_by(config(num_levels=4)) == 8 == Localizer.divisible_by(config(num_levels=4))
-    assert divisible_by(config(num_levels=1)) == 1
+        I2NetConfig(embed_dim=18, num_heads=4)
+    assert build_method(config(num_levels=4)).divisible_by == 8 == make(num_levels=4).divisible_by
+    assert build_method(config(num_levels=1, max_seq_len=16)).divisible_by == 1
 
 
 # --- localizer ----------------------------------------------------------------------------
@@ -109,19 +121,19 @@ def test_output_shapes_strides_and_masks(intra, inter):
     model = make(intra_attention=intra, inter_attention=inter, num_levels=4)
     feats, masks = inputs(2, 32, [32, 13])
     out = model(feats, masks)
-    assert out["strides"] == [1, 2, 4, 8]
-    assert set(out) == {"cls_logits", "offsets", "masks", "strides"}
+    assert out.strides == [1, 2, 4, 8]
+    assert out.features.shape == (2, 32, 16)
     for level, size in enumerate([32, 16, 8, 4]):
-        assert out["cls_logits"][level].shape == (2, size, NUM_CLASSES)
-        assert out["offsets"][level].shape == (2, size, 2)
-        assert out["masks"][level].dtype == torch.bool
+        assert out.cls_logits[level].shape == (2, size, NUM_CLASSES)
+        assert out.offsets[level].shape == (2, size, 2)
+        assert out.masks[level].dtype == torch.bool
         # point j is real iff its step j * 2**l < 13: ceil(13 / 2**l) real points
-        assert out["masks"][level].sum(1).tolist() == [size, math.ceil(13 / 2**level)]
-        pad = ~out["masks"][level]
-        assert torch.all(out["cls_logits"][level][pad] == 0)
-        assert torch.all(out["offsets"][level][pad] == 0)
-        assert torch.all(out["offsets"][level] >= 0)
-        assert torch.isfinite(out["cls_logits"][level]).all()
+        assert out.masks[level].sum(1).tolist() == [size, math.ceil(13 / 2**level)]
+        pad = ~out.masks[level]
+        assert torch.all(out.cls_logits[level][pad] == 0)
+        assert torch.all(out.offsets[level][pad] == 0)
+        assert torch.all(out.offsets[level] >= 0)
+        assert torch.isfinite(out.cls_logits[level]).all()
 
 
 def test_classification_prior_and_nonnegative_offsets():
@@ -130,7 +142,7 @@ def test_classification_prior_and_nonnegative_offsets():
     torch.testing.assert_close(torch.sigmoid(bias), torch.full_like(bias, 0.01))
     assert model.reg_head.scales.tolist() == [1.0, 1.0, 1.0]
     out = model(*inputs(2, 32, [32, 20]))
-    offsets = torch.cat([o.flatten() for o in out["offsets"]])
+    offsets = torch.cat([o.flatten() for o in out.offsets])
     assert torch.all(offsets >= 0) and torch.any(offsets > 0)
 
 
@@ -140,13 +152,19 @@ def test_padding_content_does_not_change_valid_outputs(intra, inter, fill):
     model = make(intra_attention=intra, inter_attention=inter)
     feats, masks = inputs(2, 32, [32, 11])
     p_feats, p_masks = inputs(2, 16, [7, 16], seed=2)
-    clean = model(
-        with_garbage(feats, masks, 0.0), masks, with_garbage(p_feats, p_masks, 0.0), p_masks
+    clean = call(
+        model, with_garbage(feats, masks, 0.0), masks, with_garbage(p_feats, p_masks, 0.0), p_masks
     )
-    dirty = model(with_garbage(feats, masks, fill), masks, with_garbage(p_feats, p_masks, fill), p_masks)  # fmt: skip
+    dirty = call(
+        model,
+        with_garbage(feats, masks, fill),
+        masks,
+        with_garbage(p_feats, p_masks, fill),
+        p_masks,
+    )
     assert_same_on_valid(clean, dirty)
     if inter:
-        assert_same_on_valid(clean["partner"], dirty["partner"])
+        assert_same_on_valid(clean.partner, dirty.partner)
     dirty_nan = model(with_garbage(feats, masks, float("nan")), masks)
     assert_same_on_valid(model(feats, masks), dirty_nan)
 
@@ -161,10 +179,11 @@ def test_amount_of_padding_does_not_change_valid_outputs(intra, inter):
     for level in range(3):
         n = 16 // 2**level
         for key in ("cls_logits", "offsets"):
-            torch.testing.assert_close(padded[key][level][:, :n], alone[key][level], atol=1e-5, rtol=0)  # fmt: skip
+            x, y = getattr(padded, key)[level][:, :n], getattr(alone, key)[level]
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
 
 
-def _perturb_far(model: Localizer) -> tuple[dict, dict]:
+def _perturb_far(model: Localizer) -> tuple[LocalizerOutput, LocalizerOutput]:
     feats, masks = inputs(1, 32, [32])
     far = feats.clone()
     far[0, :, 31] += torch.randn(IN_DIM, generator=torch.Generator().manual_seed(4))
@@ -177,20 +196,20 @@ def test_self_attention_is_local_without_intra():
     base, moved = _perturb_far(make(intra_attention=False, inter_attention=False))
     for level, last_unseen in [(0, 24), (1, 9)]:
         for key in ("cls_logits", "offsets"):
-            a, b = base[key][level][0], moved[key][level][0]
+            a, b = getattr(base, key)[level][0], getattr(moved, key)[level][0]
             assert torch.equal(a[: last_unseen + 1], b[: last_unseen + 1])
         # the bound is tight: the next point does see the change (the window is really 3)
         seen = last_unseen + 1
-        assert not torch.allclose(base["cls_logits"][level][0, seen], moved["cls_logits"][level][0, seen])  # fmt: skip
+        assert not torch.allclose(base.cls_logits[level][0, seen], moved.cls_logits[level][0, seen])
 
 
 def test_intra_attention_gives_coarser_levels_a_global_view():
     base, moved = _perturb_far(make(intra_attention=True, inter_attention=False))
     # level 0 has no finer level and stays local...
-    assert torch.equal(base["cls_logits"][0][0, :25], moved["cls_logits"][0][0, :25])
+    assert torch.equal(base.cls_logits[0][0, :25], moved.cls_logits[0][0, :25])
     # ...while level 1's first point, 31 steps away, now sees the change
     for level in (1, 2):
-        assert not torch.allclose(base["cls_logits"][level][0, 0], moved["cls_logits"][level][0, 0])  # fmt: skip
+        assert not torch.allclose(base.cls_logits[level][0, 0], moved.cls_logits[level][0, 0])
 
 
 def test_inter_attention_uses_the_partner_only_when_on():
@@ -199,13 +218,13 @@ def test_inter_attention_uses_the_partner_only_when_on():
     pb, pb_masks = inputs(2, 16, [16, 9], seed=3)
     on = make(inter_attention=True)
     out_a, out_b = on(feats, masks, pa, pa_masks), on(feats, masks, pb, pb_masks)
-    assert "partner" in out_a
+    assert out_a.partner is not None
     for level in range(3):
-        assert not torch.allclose(out_a["cls_logits"][level], out_b["cls_logits"][level])
+        assert not torch.allclose(out_a.cls_logits[level], out_b.cls_logits[level])
 
-    off = make(inter_attention=False)
+    off = make(intra_attention=True, inter_attention=False)
     alone = off(feats, masks)
-    assert "partner" not in off(feats, masks, pa, pa_masks)
+    assert off(feats, masks, pa, pa_masks).partner is None
     assert_same_on_valid(off(feats, masks, pa, pa_masks), alone, atol=0)
     assert_same_on_valid(off(feats, masks, pb, pb_masks), alone, atol=0)
 
@@ -215,9 +234,9 @@ def test_without_partner_the_video_is_its_own_partner():
     feats, masks = inputs(2, 32, [32, 17])
     single = model(feats, masks)
     paired = model(feats, masks, feats, masks)
-    assert "partner" not in single
+    assert single.partner is None
     assert_same_on_valid(single, paired, atol=0)
-    assert_same_on_valid(single, paired["partner"], atol=0)
+    assert_same_on_valid(single, paired.partner, atol=0)
 
 
 def test_partner_of_another_length_gets_its_own_outputs():
@@ -225,13 +244,13 @@ def test_partner_of_another_length_gets_its_own_outputs():
     feats, masks = inputs(2, 32, [32, 20])
     p_feats, p_masks = inputs(2, 8, [8, 5], seed=2)
     out = model(feats, masks, p_feats, p_masks)
-    partner = out["partner"]
-    assert partner["strides"] == [1, 2, 4]
+    partner = out.partner
+    assert partner.strides == [1, 2, 4]
     for level, size in enumerate([8, 4, 2]):
-        assert partner["cls_logits"][level].shape == (2, size, NUM_CLASSES)
-        assert partner["offsets"][level].shape == (2, size, 2)
-        assert partner["masks"][level].sum(1).tolist() == [size, math.ceil(5 / 2**level)]
-        assert out["cls_logits"][level].shape == (2, 32 // 2**level, NUM_CLASSES)
+        assert partner.cls_logits[level].shape == (2, size, NUM_CLASSES)
+        assert partner.offsets[level].shape == (2, size, 2)
+        assert partner.masks[level].sum(1).tolist() == [size, math.ceil(5 / 2**level)]
+        assert out.cls_logits[level].shape == (2, 32 // 2**level, NUM_CLASSES)
 
 
 def test_inter_attention_is_one_shared_module_per_level():
@@ -239,13 +258,14 @@ def test_inter_attention_is_one_shared_module_per_level():
     assert len(model.inter) == 4 and len(model.intra) == 3
     blocks = [m for m in model.modules() if isinstance(m, CrossAttentionBlock)]
     assert len(blocks) == 4 + 3
-    assert make(intra_attention=False, inter_attention=False).inter is None
+    assert make(intra_attention=True, inter_attention=False).inter is None
+    assert not hasattr(make(intra_attention=False, inter_attention=False), "inter")
     # the same weights serve both directions: swapping the videos swaps the outputs
     a, a_masks = inputs(2, 32, [32, 21])
     b, b_masks = inputs(2, 16, [10, 16], seed=2)
     ab, ba = model(a, a_masks, b, b_masks), model(b, b_masks, a, a_masks)
-    assert_same_on_valid(ab, ba["partner"], atol=0)
-    assert_same_on_valid(ab["partner"], ba, atol=0)
+    assert_same_on_valid(ab, ba.partner, atol=0)
+    assert_same_on_valid(ab.partner, ba, atol=0)
 
 
 def test_same_seed_same_model_and_outputs():
@@ -267,9 +287,7 @@ def test_gradients_reach_every_parameter():
     feats, masks = inputs(2, 32, [32, 19])
     p_feats, p_masks = inputs(2, 16, [16, 11], seed=2)
     out = model(feats, masks, p_feats, p_masks)
-    loss = sum(
-        (t**2).sum() for o in (out, out["partner"]) for t in [*o["cls_logits"], *o["offsets"]]
-    )
+    loss = sum((t**2).sum() for o in (out, out.partner) for t in [*o.cls_logits, *o.offsets])
     loss.backward()
     for name, param in model.named_parameters():
         assert param.grad is not None, name

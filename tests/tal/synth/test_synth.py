@@ -182,15 +182,13 @@ def test_every_motion_starts_and_ends_in_the_rest_pose(motion):
     t = np.linspace(-1.0, duration + 1.0, 401)
     pose = action_pose(motion, t, duration, 3, 5.0 if motion != "blink" else 0.7, 1, rng)
     rest = (t < 0) | (t > duration)
-    for values, neutral in [
-        (pose.dx, 0), (pose.dy, 0), (pose.angle, 0), (pose.sx, 1), (pose.sy, 1), (pose.bright, 1)
-    ]:  # fmt: skip
+    # each pose channel and its value at rest
+    channels = [(pose.dx, 0), (pose.dy, 0), (pose.angle, 0)]
+    channels += [(pose.sx, 1), (pose.sy, 1), (pose.bright, 1)]
+    for values, neutral in channels:
         assert np.all(values[rest] == neutral)
     inside = (t > 0.05) & (t < duration - 0.05)
-    change = (
-        np.abs(pose.dx) + np.abs(pose.dy) + np.abs(pose.angle) + np.abs(pose.sx - 1)
-        + np.abs(pose.sy - 1) + np.abs(pose.bright - 1)
-    )  # fmt: skip
+    change = sum(np.abs(values - neutral) for values, neutral in channels)
     assert change[inside].mean() > 0.1
     if motion not in ("shake", "rotate"):  # shake is jitter; a rotation ends a whole turn on
         near_ends = (np.abs(t) < 0.01) | (np.abs(t - duration) < 0.01)

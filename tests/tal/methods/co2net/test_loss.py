@@ -7,14 +7,15 @@ import math
 import pytest
 import torch
 
-from tal.config import CO2NetConfig
-from tal.engine.co2net_loss import (
+from tal.methods.co2net.config import CO2NetConfig
+from tal.methods.co2net.loss import (
     CO2NetLoss,
     coactivity_loss,
     mil_loss,
     suppressed,
     topk_mean,
 )
+from tal.methods.co2net.network import CO2NetOutput
 
 
 def test_topk_mean_by_hand_and_over_real_points_only():
@@ -71,14 +72,14 @@ def _outputs(seed: int = 0, length: int = 12, valid: tuple[int, int] = (12, 8)):
     masks = torch.arange(length)[None] < torch.tensor(valid)[:, None]
     att_rgb = torch.rand(2, length, generator=gen, requires_grad=True)
     att_flow = torch.rand(2, length, generator=gen, requires_grad=True)
-    return {
-        "cas": torch.randn(2, length, 4, generator=gen, requires_grad=True),
-        "attention": (att_rgb + att_flow) / 2,
-        "attention_rgb": att_rgb,
-        "attention_flow": att_flow,
-        "features": torch.randn(2, length, 5, generator=gen),
-        "masks": masks,
-    }
+    return CO2NetOutput(
+        cas=torch.randn(2, length, 4, generator=gen, requires_grad=True),
+        attention=(att_rgb + att_flow) / 2,
+        attention_rgb=att_rgb,
+        attention_flow=att_flow,
+        features=torch.randn(2, length, 5, generator=gen),
+        masks=masks,
+    )
 
 
 def test_total_is_the_weighted_sum_and_padding_is_ignored():
@@ -86,17 +87,16 @@ def test_total_is_the_weighted_sum_and_padding_is_ignored():
     config = CO2NetConfig()
     out = _outputs()
     res = CO2NetLoss(config)(out, labels, [(0, 1)])
-    total = (
-        res["mil"] + res["mil_suppressed"] + res["coactivity"] + res["mutual"]
-        + 0.8 * res["sparsity"] + 0.8 * res["guide"]
-    )  # fmt: skip
+    weighted = [0.8 * res["sparsity"], 0.8 * res["guide"]]
+    total = res["mil"] + res["mil_suppressed"] + res["coactivity"] + res["mutual"] + sum(weighted)
     assert res["loss"].item() == pytest.approx(total.item())
     assert all(torch.isfinite(v) for v in res.values())
     # anything in the padding of video 1 changes nothing
     junk = _outputs()
     for key in ("cas", "attention", "attention_rgb", "attention_flow", "features"):
-        junk[key] = junk[key].detach().clone()
-        junk[key][1, 8:] = 7.0
+        value = getattr(junk, key).detach().clone()
+        value[1, 8:] = 7.0
+        setattr(junk, key, value)
     again = CO2NetLoss(config)(junk, labels, [(0, 1)])
     for key, value in res.items():
         assert again[key].item() == pytest.approx(value.item(), rel=1e-6), key
@@ -108,13 +108,13 @@ def test_mutual_learning_pulls_each_attention_towards_the_other_detached():
     out = _outputs()
     res = CO2NetLoss(config)(out, labels)
     res["mutual"].backward()
-    real = out["masks"]
+    real = out.masks
     # d/dA_rgb of 0.5 * mean((A_rgb - sg A_flow)^2) = (A_rgb - A_flow) / n on real points
     n = int(real.sum())
-    diff = (out["attention_rgb"] - out["attention_flow"]).detach()
-    assert torch.allclose(out["attention_rgb"].grad[real], diff[real] / n, atol=1e-6)
-    assert torch.allclose(out["attention_flow"].grad[real], -diff[real] / n, atol=1e-6)
-    assert out["attention_rgb"].grad[~real].abs().sum() == 0
+    diff = (out.attention_rgb - out.attention_flow).detach()
+    assert torch.allclose(out.attention_rgb.grad[real], diff[real] / n, atol=1e-6)
+    assert torch.allclose(out.attention_flow.grad[real], -diff[real] / n, atol=1e-6)
+    assert out.attention_rgb.grad[~real].abs().sum() == 0
 
 
 def test_labels_must_be_video_level():

@@ -17,10 +17,12 @@ outputs are zero.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from tal.config import ModelConfig
+from tal.methods.co2net.config import CO2NetConfig
 from tal.models.blocks import MaskedConv1d, zero_padded
 
 
@@ -54,20 +56,31 @@ class ConsensusModule(nn.Module):
         return attention * mask.to(attention.dtype), gated
 
 
-class CO2Net(nn.Module):
-    """See the module docstring. ``forward(feats [B, 2C, T], masks [B, T])`` returns
-    ``{"cas": [B, T, K+1], "attention": [B, T], "attention_rgb", "attention_flow",
-    "features": [B, T, F], "masks": [B, T]}``; padded points of every output are zero."""
+@dataclass
+class CO2NetOutput:
+    """``cas`` ``[B, T, K+1]`` (last column background), the fused ``attention`` ``[B, T]``
+    and each module's (``attention_rgb``, ``attention_flow``), the fused ``features``
+    ``[B, T, F]`` and ``masks`` ``[B, T]``; padded points of every tensor are zero."""
 
-    def __init__(self, config: ModelConfig, in_dim: int, num_classes: int) -> None:
+    cas: Tensor
+    attention: Tensor
+    attention_rgb: Tensor
+    attention_flow: Tensor
+    features: Tensor
+    masks: Tensor
+
+
+class CO2Net(nn.Module):
+    """See the module docstring. ``forward(feats [B, 2C, T], masks [B, T]) -> CO2NetOutput``."""
+
+    def __init__(self, config: CO2NetConfig, in_dim: int, num_classes: int) -> None:
         super().__init__()
         if in_dim < 2 or in_dim % 2 or num_classes < 1:
             raise ValueError(
                 f"CO2-Net needs RGB and flow halves of equal width (an even in_dim) and >= 1 "
                 f"class, got in_dim {in_dim} and {num_classes} classes"
             )
-        c = config.co2net
-        self.settings = c  # what inference (tal.engine.co2net_inference) needs
+        c = config
         self.in_dim, self.num_classes = in_dim, num_classes
         half, fused = in_dim // 2, c.fusion_dim or in_dim
         self.rgb = ConsensusModule(half, c.attention_dim, c.consensus_dropout)
@@ -83,7 +96,7 @@ class CO2Net(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, feats: Tensor, masks: Tensor) -> dict[str, Tensor]:
+    def forward(self, feats: Tensor, masks: Tensor) -> CO2NetOutput:
         if feats.dim() != 3 or feats.shape[1] != self.in_dim:
             raise ValueError(f"feats: expected [B, {self.in_dim}, T], got {tuple(feats.shape)}")
         if masks.shape != (feats.shape[0], feats.shape[2]):
@@ -98,11 +111,11 @@ class CO2Net(nn.Module):
         att_flow, gated_flow = self.flow(flow, rgb, masks)
         fused = self.drop(self.act(self.fusion(torch.cat([gated_rgb, gated_flow], dim=1), masks)))
         cas = self.classifier(self.drop(self.act(self.hidden(self.drop(fused), masks))), masks)
-        return {
-            "cas": cas.transpose(1, 2),
-            "attention": (att_rgb + att_flow) / 2,
-            "attention_rgb": att_rgb,
-            "attention_flow": att_flow,
-            "features": fused.transpose(1, 2),
-            "masks": masks,
-        }
+        return CO2NetOutput(
+            cas=cas.transpose(1, 2),
+            attention=(att_rgb + att_flow) / 2,
+            attention_rgb=att_rgb,
+            attention_flow=att_flow,
+            features=fused.transpose(1, 2),
+            masks=masks,
+        )

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tal.config import CO2NetConfig
-from tal.engine.co2net_inference import (
+from tal.methods.co2net.config import CO2NetConfig
+from tal.methods.co2net.decode import (
     localize_weak,
     outer_inner_contrast,
     runs_above,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tal.config import ModelConfig
-from tal.models.co2net import CO2Net, ConsensusModule, masked_mean
+from tal.methods.co2net.config import CO2NetConfig
+from tal.methods.co2net.network import CO2Net, ConsensusModule, masked_mean
 
-CONFIG = ModelConfig(name="co2net", co2net={"attention_dim": 8, "fusion_dim": 12})
+CONFIG = CO2NetConfig(attention_dim=8, fusion_dim=12)
 
 
 def _inputs(length: int = 20, valid: tuple[int, int] = (20, 13), seed: int = 0):
@@ -22,13 +22,13 @@ def test_shapes_ranges_and_zero_padding():
     model = CO2Net(CONFIG, in_dim=10, num_classes=3).eval()
     feats, masks = _inputs()
     out = model(feats, masks)
-    assert out["cas"].shape == (2, 20, 4) and out["features"].shape == (2, 20, 12)
+    assert out.cas.shape == (2, 20, 4) and out.features.shape == (2, 20, 12)
     for key in ("attention", "attention_rgb", "attention_flow"):
-        assert out[key].shape == (2, 20)
-        assert ((out[key][masks] > 0) & (out[key][masks] < 1)).all()
-        assert out[key][~masks].abs().sum() == 0
-    assert out["cas"][1, 13:].abs().sum() == 0 and out["features"][1, 13:].abs().sum() == 0
-    torch.testing.assert_close(out["attention"], (out["attention_rgb"] + out["attention_flow"]) / 2)
+        assert getattr(out, key).shape == (2, 20)
+        assert ((getattr(out, key)[masks] > 0) & (getattr(out, key)[masks] < 1)).all()
+        assert getattr(out, key)[~masks].abs().sum() == 0
+    assert out.cas[1, 13:].abs().sum() == 0 and out.features[1, 13:].abs().sum() == 0
+    torch.testing.assert_close(out.attention, (out.attention_rgb + out.attention_flow) / 2)
 
 
 def test_padding_content_does_not_change_real_outputs():
@@ -37,7 +37,7 @@ def test_padding_content_does_not_change_real_outputs():
     junk = torch.where(masks[:, None, :], feats, torch.full_like(feats, 1e3))
     a, b = model(feats, masks), model(junk, masks)
     for key in ("cas", "attention", "features"):
-        torch.testing.assert_close(a[key][masks], b[key][masks])
+        torch.testing.assert_close(getattr(a, key)[masks], getattr(b, key)[masks])
 
 
 def test_global_context_is_the_mean_of_real_points():

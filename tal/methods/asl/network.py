@@ -15,15 +15,19 @@ counts for the two sub-tasks of a one-stage localizer, classification and bounda
   (its probability of the true class, the tIoU of its segment), a choice of ours where the
   paper's text was not available (see ``tal/engine/asl_loss.py``).
 
-Both only shape the training losses; inference is the plain localizer's.
+Both only shape the training losses; inference is the plain localizer's. ``ASLLocalizer`` is
+the one-stage localizer carrying both.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from tal.models.blocks import ConvNormReLU, MaskedConv1d
+from tal.models.localizer import Localizer, LocalizerOutput, PyramidSettings
 
 
 class ClassSensitivity(nn.Module):
@@ -80,3 +84,53 @@ def relative_position(reg_targets: Tensor) -> Tensor:
     the centre, ``-1/2`` at the end."""
     d_start, d_end = reg_targets[:, 0], reg_targets[:, 1]
     return (d_end - d_start) / (2 * (d_start + d_end).clamp(min=1e-6))
+
+
+@dataclass
+class ASLOutput(LocalizerOutput):
+    """The localizer's outputs plus what ASL's loss needs: the class-level Gaussians (the
+    module, so that DDP sees its parameters used) and, with the instance branch, the
+    per-level sensitivity ``[B, T_l, 2]``."""
+
+    class_sensitivity: ClassSensitivity | None = None
+    sensitivity: list[Tensor] | None = None
+
+
+class ASLLocalizer(Localizer):
+    """The one-stage localizer with ASL's class-level Gaussians and, when
+    ``instance_branch``, its per-level instance sensitivity head; returns ``ASLOutput``."""
+
+    def __init__(
+        self,
+        settings: PyramidSettings,
+        in_dim: int,
+        num_classes: int,
+        min_sigma: float,
+        instance_branch: bool,
+    ) -> None:
+        self._min_sigma, self._instance_branch = min_sigma, instance_branch
+        super().__init__(settings, in_dim, num_classes)
+
+    def build_extra_heads(self, settings: PyramidSettings) -> None:
+        self.class_sensitivity = ClassSensitivity(self.num_classes, self._min_sigma)
+        self.sensitivity = (
+            InstanceSensitivity(settings.embed_dim) if self._instance_branch else None
+        )
+
+    def heads(self, feats: list[Tensor], masks: list[Tensor]) -> ASLOutput:
+        out = super().heads(feats, masks)
+        sensitivity = None
+        if self.sensitivity is not None:
+            sensitivity = [
+                self.sensitivity(x.transpose(1, 2), mask)
+                for x, mask in zip(feats, masks, strict=True)
+            ]
+        return ASLOutput(
+            out.cls_logits,
+            out.offsets,
+            out.masks,
+            out.strides,
+            out.features,
+            class_sensitivity=self.class_sensitivity,
+            sensitivity=sensitivity,
+        )

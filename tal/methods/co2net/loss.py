@@ -1,7 +1,7 @@
 """CO2-Net's training losses, from video-level labels only (no segment is ever read).
 
 With ``S`` the class activation sequence ``[B, T, K+1]`` (last column background), ``A`` the
-fused attention and ``A_rgb``, ``A_flow`` the two modules' (``tal.models.co2net``):
+fused attention and ``A_rgb``, ``A_flow`` the two modules' (``tal.methods.co2net.network``):
 
 - **MIL** (``mil``): each video's logit per class is the mean of its top ``T // r`` points of
   ``S`` (``r = topk_ratio``, T its real length); cross-entropy of their softmax against the
@@ -17,7 +17,7 @@ fused attention and ``A_rgb``, ``A_flow`` the two modules' (``tal.models.co2net`
 - **Sparsity** (``sparsity``): the mean of the three attentions.
 - **Guide** (``guide``): the attentions agree with ``1 - softmax(S)[background]``.
 
-Weights are the authors' THUMOS14 settings (``model.co2net``). Every mean runs over real
+Weights are the authors' THUMOS14 settings (``model:`` of ``name: co2net``). Every mean runs over real
 (unpadded) points only.
 """
 
@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tal.config import CO2NetConfig
+from tal.methods.co2net.config import CO2NetConfig
+from tal.methods.co2net.network import CO2NetOutput
 
 
 def topk_mean(values: Tensor, masks: Tensor, ratio: int) -> Tensor:
@@ -96,6 +97,12 @@ def coactivity_loss(
     return total / shared if shared else total
 
 
+def _mean_of_three(terms: list[Tensor]) -> Tensor:
+    """``(t0 + t1 + t2) / 3``, added in that order."""
+    first, second, third = terms
+    return (first + second + third) / 3
+
+
 class CO2NetLoss(nn.Module):
     """``forward(outputs, labels [B, K] multi-hot, pairs)`` -> every term and their weighted
     sum ``loss`` (see the module docstring)."""
@@ -105,12 +112,12 @@ class CO2NetLoss(nn.Module):
         self.config = config
 
     def forward(
-        self, outputs: dict, labels: Tensor, pairs: Sequence[tuple[int, int]] = ()
+        self, outputs: CO2NetOutput, labels: Tensor, pairs: Sequence[tuple[int, int]] = ()
     ) -> dict[str, Tensor]:
         c = self.config
-        cas, masks = outputs["cas"].float(), outputs["masks"].bool()
-        att = outputs["attention"].float()
-        att_rgb, att_flow = outputs["attention_rgb"].float(), outputs["attention_flow"].float()
+        cas, masks = outputs.cas.float(), outputs.masks.bool()
+        att = outputs.attention.float()
+        att_rgb, att_flow = outputs.attention_rgb.float(), outputs.attention_flow.float()
         labels = labels.to(cas.dtype)
         if labels.shape != (cas.shape[0], cas.shape[2] - 1):
             raise ValueError(
@@ -122,17 +129,18 @@ class CO2NetLoss(nn.Module):
         supp = suppressed(cas, att)
         mil_supp = mil_loss(topk_mean(supp, masks, c.topk_ratio), torch.cat([labels, 0 * ones], 1))
         coactivity = coactivity_loss(
-            outputs["features"].float(), supp[:, :, :-1], masks, labels, pairs,
-            c.coactivity_margin,
-        )  # fmt: skip
+            outputs.features.float(), supp[:, :, :-1], masks, labels, pairs, c.coactivity_margin
+        )
         mutual = 0.5 * (
             mean_of_real_points((att_rgb - att_flow.detach()) ** 2, masks)
             + mean_of_real_points((att_flow - att_rgb.detach()) ** 2, masks)
         )
         attentions = (att, att_rgb, att_flow)
-        sparsity = sum(mean_of_real_points(a, masks) for a in attentions) / 3
+        sparsity = _mean_of_three([mean_of_real_points(a, masks) for a in attentions])
         foreground = 1 - torch.softmax(cas, dim=2)[:, :, -1]
-        guide = sum(mean_of_real_points((a - foreground).abs(), masks) for a in attentions) / 3
+        guide = _mean_of_three(
+            [mean_of_real_points((a - foreground).abs(), masks) for a in attentions]
+        )
         loss = (
             mil
             + mil_supp
@@ -142,6 +150,11 @@ class CO2NetLoss(nn.Module):
             + c.guide_weight * guide
         )
         return {
-            "mil": mil, "mil_suppressed": mil_supp, "coactivity": coactivity, "mutual": mutual,
-            "sparsity": sparsity, "guide": guide, "loss": loss,
-        }  # fmt: skip
+            "mil": mil,
+            "mil_suppressed": mil_supp,
+            "coactivity": coactivity,
+            "mutual": mutual,
+            "sparsity": sparsity,
+            "guide": guide,
+            "loss": loss,
+        }

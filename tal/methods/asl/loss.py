@@ -2,7 +2,7 @@
 sensitivity, the instance-level sensitivity loss, and the action-sensitive contrastive loss.
 
 With ``p`` the class-level weights and ``q`` the instance-level predictions of a positive
-point (``tal.models.asl``), the point's weight per sub-task is ``p * q`` (``combine: prod``)
+point (``tal.methods.asl.network``), the point's weight per sub-task is ``p * q`` (``combine: prod``)
 or ``(p + q) / 2`` (``mean``), with ``q`` detached so that it is trained only by its own loss;
 negatives keep weight 1, as in the authors' class-level code. ``q`` is trained with a squared
 error towards the quality the localizer reaches at the point: its sigmoid probability of the
@@ -24,19 +24,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tal.config import ASLConfig
 from tal.engine.losses import (
     LocalizationLoss,
     diou_loss_1d,
     segment_iou_1d,
     sigmoid_focal_loss,
 )
-from tal.models.asl import relative_position
+from tal.methods.asl.network import ASLOutput, relative_position
+
+if TYPE_CHECKING:
+    from tal.methods.asl import ASLConfig
 
 
 def _region_mean(feats: Tensor, lo: float, hi: float) -> Tensor | None:
@@ -54,25 +57,36 @@ def contrastive_features(
     """Anchors (centre and boundary means, with their labels) and outside means of the
     actions of one video; ``feats`` ``[T, D]`` with ``length`` real steps, segments in steps."""
     feats = feats[:length]
-    anchors, anchor_labels, outside = [], [], []
+    anchors: list[Tensor] = []
+    anchor_labels: list[int] = []
+    outside: list[Tensor] = []
     for (start, end), label in zip(segments.tolist(), labels.tolist(), strict=True):
         width = max(1.0, region * (end - start))
         centre = (start + end) / 2
         centre_mean = _region_mean(feats, max(centre - width, start), min(centre + width, end))
         if centre_mean is None:  # an action shorter than a step: its nearest step
             centre_mean = feats[min(max(round(centre), 0), length - 1)]
-        bounds = [_region_mean(feats, start, start + width), _region_mean(feats, end - width, end)]
-        bounds = [b for b in bounds if b is not None]
+        bounds = [
+            b
+            for b in (
+                _region_mean(feats, start, start + width),
+                _region_mean(feats, end - width, end),
+            )
+            if b is not None
+        ]
         anchors.append(centre_mean)
         anchor_labels.append(int(label))
         if bounds:
             anchors.append(torch.stack(bounds).mean(0))
             anchor_labels.append(int(label))
         outer = [
-            _region_mean(feats, start - 1 - width, start - 1),
-            _region_mean(feats, end + 1, end + 1 + width),
+            o
+            for o in (
+                _region_mean(feats, start - 1 - width, start - 1),
+                _region_mean(feats, end + 1, end + 1 + width),
+            )
+            if o is not None
         ]
-        outer = [o for o in outer if o is not None]
         if outer:
             outside.append(torch.stack(outer).mean(0))
     return anchors, anchor_labels, outside
@@ -88,7 +102,9 @@ def action_sensitive_contrastive(
 ) -> tuple[Tensor, int]:
     """Sum over anchors of the multi-positive InfoNCE loss, and the number of anchors with a
     positive (see the module docstring). ``features`` ``[B, T, D]``, ``masks`` ``[B, T]``."""
-    anchors, labels, outside = [], [], []
+    anchors: list[Tensor] = []
+    labels: list[int] = []
+    outside: list[Tensor] = []
     for b, (segs, labs) in enumerate(zip(gt_segments, gt_labels, strict=True)):
         a, la, o = contrastive_features(
             features[b], int(masks[b].sum()), segs.float().reshape(-1, 2), labs, region
@@ -98,13 +114,13 @@ def action_sensitive_contrastive(
         outside += o
     if len(anchors) < 2:
         return features.sum() * 0.0, 0
-    a = F.normalize(torch.stack(anchors).float(), dim=1)  # [M, D]
-    keys = torch.cat([a, F.normalize(torch.stack(outside).float(), dim=1)]) if outside else a
-    sim = a @ keys.T / temperature  # [M, M + K]
+    unit = F.normalize(torch.stack(anchors).float(), dim=1)  # [M, D]
+    keys = torch.cat([unit, F.normalize(torch.stack(outside).float(), dim=1)]) if outside else unit
+    sim = unit @ keys.T / temperature  # [M, M + K]
     m = len(anchors)
-    lab = torch.tensor(labels, device=a.device)
+    lab = torch.tensor(labels, device=unit.device)
     self_mask = torch.zeros_like(sim, dtype=torch.bool)
-    self_mask[:, :m] = torch.eye(m, dtype=torch.bool, device=a.device)
+    self_mask[:, :m] = torch.eye(m, dtype=torch.bool, device=unit.device)
     positive = torch.zeros_like(self_mask)
     positive[:, :m] = (lab[:, None] == lab[None, :]) & ~self_mask[:, :m]
     has_pos = positive.any(1)
@@ -119,16 +135,22 @@ def action_sensitive_contrastive(
 
 class ActionSensitiveLoss(LocalizationLoss):
     """``LocalizationLoss`` with ASL's reweighting and extra terms; returns ``cls_loss``,
-    ``reg_loss``, ``sensitivity_loss``, ``contrastive_loss``, ``loss`` and ``num_pos``."""
+    ``reg_loss``, ``sensitivity_loss``, ``contrastive_loss`` and ``loss``."""
 
-    def __init__(self, num_classes: int, asl: ASLConfig, **kwargs) -> None:
-        super().__init__(num_classes, **kwargs)
+    def __init__(
+        self,
+        num_classes: int,
+        asl: ASLConfig,
+        center_radius: float = 1.5,
+        reg_weight: float = 1.0,
+    ) -> None:
+        super().__init__(num_classes, center_radius=center_radius, reg_weight=reg_weight)
         self.asl = asl
 
-    def forward(
-        self, outputs: dict, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor]
-    ) -> dict[str, Tensor | float]:
-        if "class_sensitivity" not in outputs:
+    def forward(  # type: ignore[override]
+        self, outputs: ASLOutput, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor]
+    ) -> dict[str, Tensor]:
+        if not isinstance(outputs, ASLOutput) or outputs.class_sensitivity is None:
             raise ValueError("ActionSensitiveLoss needs an ASL model's outputs (model.name: asl)")
         cls_logits, offsets, valid, cls_t, reg_t, pos, norm = self.prepare(
             outputs, gt_segments, gt_labels
@@ -136,10 +158,10 @@ class ActionSensitiveLoss(LocalizationLoss):
         num_pos = float(pos.sum())
 
         # class-level weights of the positives, and the instance-level ones
-        weights = outputs["class_sensitivity"](relative_position(reg_t[pos]), cls_t[pos]).float()
+        weights = outputs.class_sensitivity(relative_position(reg_t[pos]), cls_t[pos]).float()
         sensitivity_loss = cls_logits.sum() * 0.0
-        if "sensitivity" in outputs:
-            predicted = torch.cat(list(outputs["sensitivity"]), dim=1).float()[pos]  # [N, 2]
+        if outputs.sensitivity is not None:
+            predicted = torch.cat(list(outputs.sensitivity), dim=1).float()[pos]  # [N, 2]
             with torch.no_grad():
                 prob = torch.sigmoid(cls_logits[pos])
                 cls_quality = (prob * cls_t[pos]).sum(1) / cls_t[pos].sum(1).clamp(min=1)
@@ -163,11 +185,14 @@ class ActionSensitiveLoss(LocalizationLoss):
         else:
             reg_loss = 0.0 * offsets.sum()
 
-        masks0 = outputs["masks"][0]
         total, anchors = action_sensitive_contrastive(
-            outputs["features"], masks0, gt_segments, gt_labels,
-            self.asl.region, self.asl.temperature,
-        )  # fmt: skip
+            outputs.features,
+            outputs.masks[0],
+            gt_segments,
+            gt_labels,
+            self.asl.region,
+            self.asl.temperature,
+        )
         contrastive_loss = total / max(self.global_count(float(anchors)), 1.0)
         loss = (
             cls_loss
@@ -176,6 +201,9 @@ class ActionSensitiveLoss(LocalizationLoss):
             + self.asl.contrastive_weight * contrastive_loss
         )
         return {
-            "cls_loss": cls_loss, "reg_loss": reg_loss, "sensitivity_loss": sensitivity_loss,
-            "contrastive_loss": contrastive_loss, "loss": loss, "num_pos": num_pos,
-        }  # fmt: skip
+            "cls_loss": cls_loss,
+            "reg_loss": reg_loss,
+            "sensitivity_loss": sensitivity_loss,
+            "contrastive_loss": contrastive_loss,
+            "loss": loss,
+        }

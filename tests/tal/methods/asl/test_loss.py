@@ -9,32 +9,33 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tal.config import ASLConfig
-from tal.engine.asl_loss import ActionSensitiveLoss, action_sensitive_contrastive
 from tal.engine.losses import LocalizationLoss, segment_iou_1d, sigmoid_focal_loss
-from tal.models.asl import ClassSensitivity
+from tal.methods.asl import ASLConfig
+from tal.methods.asl.loss import ActionSensitiveLoss, action_sensitive_contrastive
+from tal.methods.asl.network import ASLOutput, ClassSensitivity
+from tal.models.localizer import LocalizerOutput
 
 GT_SEGMENTS = [torch.tensor([[4.0, 12.0]]), torch.tensor([[2.0, 5.0]])]
 GT_LABELS = [torch.tensor([1]), torch.tensor([0])]
 
 
-def _outputs(sens: ClassSensitivity, instance: float | None = None) -> dict:
+def _outputs(sens: ClassSensitivity, instance: float | None = None) -> ASLOutput:
     """Two videos, levels of 16 and 8 points (strides 1, 2), 3 classes; video 1 padded after
     12 steps; level-0 features of width 4."""
     gen = torch.Generator().manual_seed(0)
     masks = [torch.ones(2, 16, dtype=torch.bool), torch.ones(2, 8, dtype=torch.bool)]
     masks[0][1, 12:] = False
     masks[1][1, 6:] = False
-    out = {
-        "cls_logits": [torch.randn(2, n, 3, generator=gen, requires_grad=True) for n in (16, 8)],
-        "offsets": [F.softplus(torch.randn(2, n, 2, generator=gen)) for n in (16, 8)],
-        "masks": masks,
-        "strides": [1, 2],
-        "features": torch.randn(2, 16, 4, generator=gen) * masks[0][:, :, None],
-        "class_sensitivity": sens,
-    }
+    out = ASLOutput(
+        cls_logits=[torch.randn(2, n, 3, generator=gen, requires_grad=True) for n in (16, 8)],
+        offsets=[F.softplus(torch.randn(2, n, 2, generator=gen)) for n in (16, 8)],
+        masks=masks,
+        strides=[1, 2],
+        features=torch.randn(2, 16, 4, generator=gen) * masks[0][:, :, None],
+        class_sensitivity=sens,
+    )
     if instance is not None:
-        out["sensitivity"] = [torch.full((2, n, 2), instance, requires_grad=True) for n in (16, 8)]
+        out.sensitivity = [torch.full((2, n, 2), instance, requires_grad=True) for n in (16, 8)]
     return out
 
 
@@ -95,7 +96,7 @@ def test_with_flat_gaussians_and_no_extras_it_is_the_plain_loss():
     want = LocalizationLoss(3, reg_weight=2.0)(out, GT_SEGMENTS, GT_LABELS)
     for key in ("cls_loss", "reg_loss", "loss"):
         assert got[key].item() == pytest.approx(want[key].item(), rel=1e-6), key
-    assert got["num_pos"] == want["num_pos"] == 6.0
+    assert set(got) == {"cls_loss", "reg_loss", "sensitivity_loss", "contrastive_loss", "loss"}
 
 
 def test_positives_are_reweighted_and_negatives_are_not():
@@ -108,8 +109,8 @@ def test_positives_are_reweighted_and_negatives_are_not():
     criterion = ActionSensitiveLoss(3, asl)
     res = criterion(out, GT_SEGMENTS, GT_LABELS)
     cls_t, _, pos = criterion.targets(out, GT_SEGMENTS, GT_LABELS)
-    valid = torch.cat(out["masks"], 1)
-    logits = torch.cat(out["cls_logits"], 1)
+    valid = torch.cat(out.masks, 1)
+    logits = torch.cat(out.cls_logits, 1)
     negatives = valid & ~pos
     expected = sigmoid_focal_loss(logits[negatives], cls_t[negatives]).item() / 6.0
     assert res["cls_loss"].item() == pytest.approx(expected, rel=1e-6)
@@ -122,16 +123,16 @@ def test_instance_targets_and_detaching():
     out = _outputs(sens, instance=0.5)
     criterion = ActionSensitiveLoss(3, asl)
     _, reg_t, _ = criterion.targets(out, GT_SEGMENTS, GT_LABELS)
-    out["offsets"] = [reg_t[:, :16], reg_t[:, 16:]]  # exact segments: tIoU 1
-    out["cls_logits"] = [torch.zeros_like(x, requires_grad=True) for x in out["cls_logits"]]
+    out.offsets = [reg_t[:, :16], reg_t[:, 16:]]  # exact segments: tIoU 1
+    out.cls_logits = [torch.zeros_like(x, requires_grad=True) for x in out.cls_logits]
     res = criterion(out, GT_SEGMENTS, GT_LABELS)
     # per positive: (0.5 - sigmoid(0))^2 + (0.5 - 1)^2 = 0.25; 6 positives over normaliser 6
     assert res["sensitivity_loss"].item() == pytest.approx(0.25)
     # the predictions weight the other losses but get gradients only from their own loss
     res["cls_loss"].backward(retain_graph=True)
-    assert all(s.grad is None for s in out["sensitivity"])
+    assert all(s.grad is None for s in out.sensitivity)
     res["sensitivity_loss"].backward()
-    assert out["sensitivity"][0].grad.abs().sum() > 0
+    assert out.sensitivity[0].grad.abs().sum() > 0
 
 
 def test_combine_mean_and_contrastive_term_enter_the_total():
@@ -151,7 +152,10 @@ def test_combine_mean_and_contrastive_term_enter_the_total():
 
 def test_plain_outputs_are_refused():
     out = _outputs(ClassSensitivity(3))
-    del out["class_sensitivity"]
+    plain = LocalizerOutput(out.cls_logits, out.offsets, out.masks, out.strides, out.features)
+    with pytest.raises(ValueError, match="model.name: asl"):
+        ActionSensitiveLoss(3, ASLConfig())(plain, GT_SEGMENTS, GT_LABELS)
+    out.class_sensitivity = None
     with pytest.raises(ValueError, match="model.name: asl"):
         ActionSensitiveLoss(3, ASLConfig())(out, GT_SEGMENTS, GT_LABELS)
 

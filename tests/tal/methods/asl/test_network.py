@@ -8,9 +8,15 @@ import math
 import pytest
 import torch
 
-from tal.config import ModelConfig
-from tal.models import Localizer
-from tal.models.asl import ClassSensitivity, InstanceSensitivity, relative_position
+from tal.methods import build_method
+from tal.methods.actionformer import ActionFormerConfig
+from tal.methods.asl import ASLConfig
+from tal.methods.asl.network import (
+    ASLOutput,
+    ClassSensitivity,
+    InstanceSensitivity,
+    relative_position,
+)
 
 
 def test_relative_position_by_hand():
@@ -68,22 +74,23 @@ def test_instance_head_is_in_range_and_zero_on_padding():
 
 @pytest.mark.parametrize("instance", [True, False])
 def test_asl_localizer_outputs(instance):
-    cfg = ModelConfig(
-        name="asl", embed_dim=16, num_heads=2, num_levels=3, attention_window=3,
-        intra_attention=False, inter_attention=False, asl={"instance_branch": instance},
-    )  # fmt: skip
-    model = Localizer(cfg, in_dim=6, num_classes=3)
+    shape = {"embed_dim": 16, "num_heads": 2, "num_levels": 3, "attention_window": 3}
+    cfg = ASLConfig(instance_branch=instance, **shape)
+    model = build_method(cfg).build_network(in_dim=6, num_classes=3)
     feats = torch.randn(2, 6, 16)
     masks = torch.arange(16)[None] < torch.tensor([16, 12])[:, None]
     out = model(feats, masks)
-    assert out["features"].shape == (2, 16, 16)
-    assert out["features"][1, 12:].abs().sum() == 0
-    assert out["class_sensitivity"] is model.class_sensitivity
+    assert isinstance(out, ASLOutput)
+    assert out.features.shape == (2, 16, 16)
+    assert out.features[1, 12:].abs().sum() == 0
+    assert out.class_sensitivity is model.class_sensitivity
     if instance:
-        assert [s.shape for s in out["sensitivity"]] == [(2, 16, 2), (2, 8, 2), (2, 4, 2)]
-        assert out["sensitivity"][1][1, 6:].abs().sum() == 0
+        assert out.sensitivity is not None
+        assert [s.shape for s in out.sensitivity] == [(2, 16, 2), (2, 8, 2), (2, 4, 2)]
+        assert out.sensitivity[1][1, 6:].abs().sum() == 0
     else:
-        assert "sensitivity" not in out and model.sensitivity is None
-    # other models have none of it
-    plain = Localizer(cfg.model_copy(update={"name": "i2net"}), in_dim=6, num_classes=3)
-    assert not {"features", "sensitivity", "class_sensitivity"} & set(plain(feats, masks))
+        assert out.sensitivity is None and model.sensitivity is None
+    # other methods' networks have none of it
+    plain = build_method(ActionFormerConfig(**shape)).build_network(in_dim=6, num_classes=3)
+    assert not isinstance(plain(feats, masks), ASLOutput)
+    assert not hasattr(plain, "class_sensitivity")

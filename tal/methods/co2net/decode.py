@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tal.config import CO2NetConfig
-from tal.engine.co2net_loss import topk_mean
+from tal.methods.co2net.config import CO2NetConfig
+from tal.methods.co2net.loss import topk_mean
 from tal.postprocess import soft_nms
 
 

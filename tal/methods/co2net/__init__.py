@@ -1,0 +1,84 @@
+"""CO2-Net (Hong et al., ACM MM 2021): weakly supervised localization from video-level labels,
+with two cross-modal consensus modules over RGB and flow features.
+
+The parts: ``config`` (the ``model:`` section), ``network`` (``CO2Net``), ``loss`` (MIL,
+suppressed MIL, co-activity, mutual learning, sparsity, guide) and ``decode`` (the authors'
+multi-threshold proposals with outer-inner contrast and Soft-NMS). Training never reads a
+segment: the dataset gives each video's classes only (``supervision = "video_labels"``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from tal.config import TrainingConfig
+from tal.data.dataset import Batch
+from tal.methods.base import (
+    InferenceAssets,
+    LossTerms,
+    Method,
+    PostprocessSettings,
+    StepDetections,
+    single_video,
+)
+from tal.methods.co2net.config import CO2NetConfig
+from tal.methods.co2net.decode import localize_weak
+from tal.methods.co2net.loss import CO2NetLoss
+from tal.methods.co2net.network import CO2Net, CO2NetOutput
+from tal.methods.registry import register_method
+
+__all__ = ["CO2NetConfig", "CO2NetMethod"]
+
+
+@register_method
+class CO2NetMethod(Method[CO2NetConfig]):
+    """CO2-Net; its loss terms are per-rank means (DDP's gradient average combines them)."""
+
+    name = "co2net"
+    config_class = CO2NetConfig
+    supervision = "video_labels"
+    global_normaliser = False
+
+    def build_network(self, in_dim: int, num_classes: int) -> nn.Module:
+        return CO2Net(self.config, in_dim=in_dim, num_classes=num_classes)
+
+    def build_loss(self, num_classes: int, training: TrainingConfig) -> nn.Module:
+        return CO2NetLoss(self.config)
+
+    def loss_terms(
+        self,
+        network: nn.Module,
+        loss: nn.Module,
+        first: Batch,
+        second: Batch,
+        num_classes: int,
+        device: torch.device,
+    ) -> LossTerms:
+        """Both sides of the pairs as one batch, from video-level labels; row i and row
+        B + i share a class (the co-activity pairs)."""
+        batch = first.join(second)
+        out = network(batch.feats.to(device), batch.masks.to(device))
+        multi_hot = torch.zeros(len(batch), num_classes, device=device)
+        for row, video_labels in enumerate(batch.labels):
+            multi_hot[row, video_labels.to(device)] = 1.0
+        half = len(first)
+        pairs = [(i, half + i) for i in range(half) if first.video_ids[i] != second.video_ids[i]]
+        return loss(out, multi_hot, pairs)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        network: nn.Module,
+        video_id: str,
+        feats: Tensor,
+        device: torch.device,
+        post: PostprocessSettings,
+        assets: InferenceAssets | None,
+    ) -> StepDetections:
+        out: CO2NetOutput = network(*single_video(feats, self.divisible_by, device))
+        real = out.masks[0]
+        segs, scores, labels = localize_weak(
+            out.cas[0][real], out.attention[0][real], self.config, post.max_detections
+        )
+        return StepDetections(segs, scores, labels)
