@@ -4,7 +4,7 @@ camera motion.
 
     python bench/ata_recognition.py [--config configs/demo.yaml] [--videos 96] [--seeds 0 1 2]
                                     [--epochs 40] [--frames 8] [--size 32] [--patch 8]
-                                    [--pan 0 4] [--clips-per-instance 2]
+                                    [--pan 0 4] [--clips-per-instance 2] [--no-page]
 
 Clips come from the training and validation videos of a synthetic dataset made with the
 config's ``data.synth`` settings but ``--videos`` videos, in ``runs/bench/ata_clips`` (made
@@ -20,7 +20,8 @@ variants are the same small ViT (``features.ata.ATAViT``), trained by the backbo
 loop's own epoch and evaluation functions, with the same seed and data order; only the
 temporal attention differs (along aligned patch trajectories, or at fixed positions). Prints,
 per pan, how many patches the alignment moves, validation accuracy per seed, mean and spread,
-and time per variant.
+and time per variant, and writes the tables to ``docs/results/ata_recognition.md``
+(``--no-page``: print only).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_page import add_page_flag, write_results_page
 from seed_table import print_seed_table
 from torch.utils.data import DataLoader
 
@@ -101,8 +103,16 @@ def actor_crops(clips: ClipSet, synth: dict, side: int, seed: int) -> ClipSet:
 
 def run(train, val, classes, args, seed: int, temporal: str) -> float:
     torch.manual_seed(seed)
-    model = ATAViT(classes, args.frames, image_size=args.size, patch_size=args.patch,
-                   dim=args.dim, depth=args.depth, heads=4, temporal=temporal)  # fmt: skip
+    model = ATAViT(
+        classes,
+        args.frames,
+        image_size=args.size,
+        patch_size=args.patch,
+        dim=args.dim,
+        depth=args.depth,
+        heads=4,
+        temporal=temporal,
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     order, flips = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
     loader = DataLoader(train, batch_size=16, shuffle=True, generator=order)
@@ -116,8 +126,9 @@ def moved_fraction(data: ClipDataset, args) -> float:
     """Fraction of patches the first block's alignment moves off their own position, on the
     clips as an untrained aligned model sees them (0: alignment is the identity here)."""
     torch.manual_seed(0)
-    model = ATAViT(2, args.frames, image_size=args.size, patch_size=args.patch, dim=args.dim,
-                   depth=1, heads=4)  # fmt: skip
+    model = ATAViT(
+        2, args.frames, image_size=args.size, patch_size=args.patch, dim=args.dim, depth=1, heads=4
+    )
     clips = torch.stack([data[i][0] for i in range(len(data))])
     with torch.no_grad():
         perm = align_patches(model.blocks[0].temporal.norm(model.tokens(clips)))
@@ -135,11 +146,17 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--pan", type=int, nargs="+", default=[0, 4],
-                        help="camera pan in px per frame; one table per value")  # fmt: skip
+    parser.add_argument(
+        "--pan",
+        type=int,
+        nargs="+",
+        default=[0, 4],
+        help="camera pan in px per frame; one table per value",
+    )
     parser.add_argument("--videos", type=int, default=96)
     parser.add_argument("--clips-per-instance", type=int, default=2)
     parser.add_argument("--whole-frame", action="store_true", help="no crop around the actor")
+    add_page_flag(parser, "ata_recognition")
     args = parser.parse_args()
     sets = []
     if args.videos:
@@ -149,8 +166,11 @@ def main() -> None:
         ensure_synth_dataset(cfg)
     annotations = load_annotations(cfg.data.annotations)
     synth = json.loads((Path(cfg.data.root) / "synth.json").read_text())
-    cut = {"clip_length": args.frames, "fps": cfg.features.fps,
-           "clips_per_instance": args.clips_per_instance}  # fmt: skip
+    cut = {
+        "clip_length": args.frames,
+        "fps": cfg.features.fps,
+        "clips_per_instance": args.clips_per_instance,
+    }
     whole = {}  # full-frame clips, cut once
     if not args.whole_frame:
         for name, subsets in (
@@ -159,25 +179,31 @@ def main() -> None:
         ):
             whole[name] = build_clip_set(
                 annotations, cfg.data.videos, subsets, input_size=synth["params"]["size"], **cut
-            )  # fmt: skip
+            )
+    sections: list[str] = []  # per pan: what the page shows
     for pan in args.pan:
         side = args.size + pan * (args.frames - 1)
         datasets = {}
-        for name, subsets, seed in (("train", list(cfg.data.train_subsets), 0),
-                                    ("val", [cfg.data.val_subset], 1)):  # fmt: skip
+        for name, subsets, seed in (
+            ("train", list(cfg.data.train_subsets), 0),
+            ("val", [cfg.data.val_subset], 1),
+        ):
             if args.whole_frame:
                 clips = build_clip_set(
                     annotations, cfg.data.videos, subsets, input_size=side, **cut
-                )  # fmt: skip
+                )
             else:
                 clips = actor_crops(whole[name], synth, side, seed)
             datasets[name] = ClipDataset(panned(clips, args.size, pan, seed))
             classes = len(clips.label_names)
         train, val = datasets["train"], datasets["val"]
-        print(f"\npan {pan} px/frame: {len(train)} training and {len(val)} validation clips, "
-              f"{classes} classes (background included), {args.frames} frames of {args.size} px; "
-              f"the alignment moves {moved_fraction(train, args):.3f} of the training clips' "
-              f"patches ({args.patch}-px patches)", flush=True)  # fmt: skip
+        about = (
+            f"pan {pan} px/frame: {len(train)} training and {len(val)} validation clips, "
+            f"{classes} classes (background included), {args.frames} frames of {args.size} px; "
+            f"the alignment moves {moved_fraction(train, args):.3f} of the training clips' "
+            f"patches ({args.patch}-px patches)"
+        )
+        print(f"\n{about}", flush=True)
         scores: dict[str, list[float]] = {}
         seconds: dict[str, list[float]] = {}
         for seed in args.seeds:
@@ -187,11 +213,36 @@ def main() -> None:
                 took = time.perf_counter() - t0
                 scores.setdefault(label, []).append(accuracy)
                 seconds.setdefault(label, []).append(took)
-                print(f"seed {seed}: {label}: validation accuracy {accuracy:.3f} ({took:.0f} s)",
-                      flush=True)  # fmt: skip
-        print(f"\nclip accuracy on {cfg.data.val_subset}, pan {pan} px/frame, seeds "
-              f"{args.seeds}, {args.epochs} epochs:\n")  # fmt: skip
-        print_seed_table("temporal attention", scores, seconds)
+                print(
+                    f"seed {seed}: {label}: validation accuracy {accuracy:.3f} ({took:.0f} s)",
+                    flush=True,
+                )
+        heading = (
+            f"clip accuracy on {cfg.data.val_subset}, pan {pan} px/frame, seeds "
+            f"{args.seeds}, {args.epochs} epochs:"
+        )
+        print(f"\n{heading}\n")
+        table = print_seed_table("temporal attention", scores, seconds)
+        sections.append(
+            "\n\n".join(
+                [f"## Pan {pan} px/frame", about[0].upper() + about[1:] + ".", heading, table]
+            )
+        )
+    if not args.no_page:
+        crop = "the whole frame" if args.whole_frame else "cropped around the actor"
+        write_results_page(
+            "ata_recognition",
+            "ATA against plain temporal attention: clip recognition",
+            "\n\n".join(
+                [
+                    "The same small ViT (`features.ata.ATAViT`), trained from scratch with the "
+                    "same seed and data order for clip recognition on trimmed clips of the "
+                    f"synthetic benchmark ({crop}); only the temporal attention differs: "
+                    "along aligned patch trajectories (ATA) or at fixed positions (plain).",
+                    *sections,
+                ]
+            ),
+        )
 
 
 if __name__ == "__main__":

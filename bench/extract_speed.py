@@ -1,7 +1,7 @@
 """Extraction speed: the whole Ray pipeline against the network's forward pass alone.
 
     python bench/extract_speed.py [--config configs/demo.yaml] [--videos 6]
-                                  [--modalities rgb] [--set key=value ...]
+                                  [--modalities rgb] [--set key=value ...] [--no-page]
 
 On synthetic videos made with the config's ``data.synth`` settings (``--videos`` of them),
 with the config's ``features`` settings (the demo: 112 px, 16-frame clips, stride 4, 15 fps):
@@ -12,7 +12,9 @@ with the config's ``features`` settings (the demo: 112 px, 16-frame clips, strid
   with 1 worker and with 2 workers, timed from when the workers are ready to the last video
   written (start-up is printed apart).
 
-Prints clips per second of each, the pipeline / forward-only ratios and the 2-worker speed-up.
+Prints clips per second of each, the pipeline / forward-only ratios and the 2-worker speed-up,
+and writes them to ``docs/results/extract_speed.md`` (``--modalities rgb flow``:
+``extract_speed_rgb_flow.md``; ``--page NAME`` to choose, ``--no-page``: print only).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_page import Transcript, add_page_flag, code_block, write_results_page
 
 from features.extractor import VideoExtractor
 from features.weights import resolve_i3d
@@ -63,7 +66,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="runs/bench/extract")
+    parser.add_argument(
+        "--page",
+        default=None,
+        help="docs/results/PAGE.md to write (default extract_speed, or "
+        "extract_speed_rgb_flow with both streams)",
+    )
+    add_page_flag(parser, "PAGE")
     args = parser.parse_args()
+    if args.page is None:
+        streams = list(dict.fromkeys(args.modalities))
+        args.page = "extract_speed" if streams == ["rgb"] else "_".join(["extract_speed", *streams])
+    say = Transcript()
 
     out = Path(args.out)
     overrides = [
@@ -77,7 +91,7 @@ def main() -> None:
     features = config.features
     files = list(list_videos(config.data.videos, config.data.video_extensions).values())
     cores = os.cpu_count() or 1
-    print(
+    say(
         f"{len(files)} videos, streams {'+'.join(features.modalities)}, {features.input_size} px, "
         f"{features.clip_length}-frame clips, stride {features.stride}, {features.fps} fps, "
         f"batch {features.batch_size}, flow {features.flow_method}, {cores} cores, "
@@ -86,9 +100,7 @@ def main() -> None:
 
     torch.set_num_threads(cores)
     reference, clips = forward_only(features, files)
-    print(
-        f"forward only (pre-decoded, {cores} threads): {reference:.2f} clips/s over {clips} clips"
-    )
+    say(f"forward only (pre-decoded, {cores} threads): {reference:.2f} clips/s over {clips} clips")
 
     rates = {}
     for workers in args.workers:
@@ -106,13 +118,22 @@ def main() -> None:
                 f"pipeline run with {workers} workers was incomplete: {summary.line()}"
             )
         rates[workers] = summary.clips_per_second
-        print(
+        say(
             f"pipeline, {workers} worker{'s' if workers > 1 else ''}: {rates[workers]:.2f} clips/s "
             f"({summary.clips} clips in {summary.seconds:.1f} s after {summary.startup_seconds:.1f} s "
             f"start-up); ratio to forward only {rates[workers] / reference:.2f}"
         )
     if 1 in rates and 2 in rates:
-        print(f"2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+        say(f"2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+    if not args.no_page:
+        write_results_page(
+            args.page,
+            f"Extraction speed: the Ray pipeline against the forward pass ({'+'.join(features.modalities)})",
+            f"`{args.config}`'s feature settings on {len(files)} synthetic videos: the "
+            "network's forward pass alone on pre-decoded clips, then the whole pipeline "
+            "(decoding, flow, Ray actors, writing the store) with each worker count.\n\n"
+            + code_block(say.lines),
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Linear probe of I3D weights on held-out trimmed clips of the synthetic benchmark.
 
     python bench/linear_probe.py [--config configs/demo.yaml] [--videos 48]
-                                 [--set key=value ...] [--out runs/bench/probe]
+                                 [--set key=value ...] [--out runs/bench/probe] [--no-page]
 
 On a synthetic dataset made with the config's ``data.synth`` settings but ``--videos`` videos
 (generated once under ``--out``) and the config's ``features`` and ``backbone`` settings
@@ -11,7 +11,8 @@ Kinetics weights and trains the flow stream from its cross-modality start with
 regression on the pooled features of the training subset's trimmed clips (actions plus
 background) and scores it on the test subset's clips, which neither the backbones nor the
 probes have seen. Prints one row per weights: random, Kinetics RGB, fine-tuned RGB, and for
-flow random, cross-modality start and trained, plus both trained streams concatenated.
+flow random, cross-modality start and trained, plus both trained streams concatenated, and
+writes the table to ``docs/results/linear_probe.md`` (``--no-page``: print only).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_page import Transcript, add_page_flag, write_results_page
 
 from features.weights import resolve_i3d
 from pipelines.synth import ensure_synth_dataset
@@ -42,7 +44,9 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="keep trained weights already in --out"
     )
+    add_page_flag(parser, "linear_probe")
     args = parser.parse_args()
+    say = Transcript()  # the lines that go on the page (per-epoch training logs do not)
 
     out = Path(args.out)
     overrides = [
@@ -56,7 +60,7 @@ def main() -> None:
     videos = Path(config.data.videos)
     base = BackboneTrainConfig.from_experiment(config)
     out.mkdir(parents=True, exist_ok=True)
-    print(
+    say(
         f"settings: {base.input_size} px, {base.clip_length} frames at {base.fps} fps, flow "
         f"{base.flow_method}, {base.epochs} epochs, batch {base.batch_size}, lr {base.lr}, "
         f"torch threads {torch.get_num_threads()}"
@@ -68,12 +72,12 @@ def main() -> None:
         path = out / f"i3d_{modality}_trained.pt"
         trained[modality] = path
         if args.reuse and path.is_file():
-            print(f"reusing {path}")
+            say(f"reusing {path}")
             continue
         report = train_backbone(videos, annotations_path, path, settings, log=print)
-        print(
-            f"trained {modality}: {report['train_clips']} clips, validation clip accuracy "
-            f"{report['val_accuracy']:.3f}, {report['seconds']:.0f} s -> {path}"
+        say(
+            f"trained {modality}: {report.train_clips} clips, validation clip accuracy "
+            f"{report.val_accuracy:.3f}, {report.seconds:.0f} s -> {path}"
         )
 
     annotations = load_annotations(annotations_path)
@@ -95,7 +99,7 @@ def main() -> None:
         clips[modality] = (train, test)
     train_rgb, test_rgb = clips["rgb"]
     num_classes = len(train_rgb.label_names)
-    print(
+    say(
         f"probe clips: {len(train_rgb)} training ({'+'.join(base.train_subsets)}), "
         f"{len(test_rgb)} held-out ({config.data.test_subset}), {num_classes} classes "
         f"(background included; majority class {np.bincount(test_rgb.labels).max() / len(test_rgb):.3f})"
@@ -111,8 +115,8 @@ def main() -> None:
     ]
     feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     groups = np.array([w.video_id for w in train_rgb.windows])
-    print("\n| weights | stream | held-out accuracy | train accuracy | L2 (CV) | digest |")
-    print("|---|---|---|---|---|---|")
+    say("\n| weights | stream | held-out accuracy | train accuracy | L2 (CV) | digest |")
+    say("|---|---|---|---|---|---|")
     for name, modality, spec in rows:
         t0 = time.perf_counter()
         model, meta = resolve_i3d(spec, modality, seed=base.seed)
@@ -121,7 +125,7 @@ def main() -> None:
         xte = clip_features(model, test.clips, base.batch_size)
         res = linear_probe(xtr, train.labels, xte, test.labels, num_classes, groups=groups)
         feats[f"{modality}:{spec}"] = (xtr, xte)
-        print(
+        say(
             f"| {name} | {modality} | {res.accuracy:.3f} | {res.train_accuracy:.3f} | "
             f"{res.l2:g} | {meta['digest'][:12]} |  ({time.perf_counter() - t0:.0f} s)"
         )
@@ -136,10 +140,27 @@ def main() -> None:
         num_classes,
         groups=groups,
     )
-    print(
+    say(
         f"| fine-tuned RGB + trained flow (2048) | both | {both.accuracy:.3f} | "
         f"{both.train_accuracy:.3f} | {both.l2:g} | - |"
     )
+    if not args.no_page:
+        table_start = next(i for i, line in enumerate(say.lines) if line.startswith("| weights"))
+        notes = [line for line in say.lines[:table_start] if line]
+        write_results_page(
+            "linear_probe",
+            "Linear probe of I3D weights on held-out trimmed clips",
+            "\n\n".join(
+                [
+                    "Logistic regression (L2 chosen by cross-validation over training videos) on "
+                    "pooled clip features of the synthetic benchmark's training subset, scored on "
+                    "clips of its test subset, which neither the backbones nor the probes saw.",
+                    "\n".join(f"- {line}" for line in notes),
+                    # the table as printed, without the probe's time after each row
+                    "\n".join(line.rsplit("|", 1)[0] + "|" for line in say.lines[table_start:]),
+                ]
+            ),
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 launcher with MLflow tracking, for several seeds; prints average mAP (mean, spread) and time.
 
     python bench/methods.py [--config configs/demo.yaml] [--seeds 0 1 2] [--methods ...]
-                            [--workers 2] [--set key=value ...]
+                            [--workers 2] [--set key=value ...] [--no-page]
 
 Each method runs its own config (``configs/demo*.yaml``) on the dataset, feature store and
 evaluation thresholds of ``--config`` (run `make demo` first); ``--set`` applies to all.
@@ -11,6 +11,8 @@ Every run goes to the MLflow experiment ``methods`` (the config's tracking store
 I2Net (intra + inter-video attention), ASL, CO2-Net (video-level labels only), and I2Net on
 ATA features: for that one each seed trains the ATA backbone (Ray Train, the same seed),
 extracts its features into the seed's own store, then trains I2Net; its time is all three.
+The table is also written, with its provenance, to ``docs/results/methods.md``
+(``--no-page``: print only).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import time
 from pathlib import Path
 
+from results_page import add_page_flag, write_results_page
 from seed_table import print_seed_table
 
 from pipelines.extract import extract_from_config
@@ -28,11 +31,7 @@ from pipelines.train_backbone import run_backbone_training
 from tal.config import load_config
 
 METHODS = {  # key: (label, the method's config, overrides)
-    "baseline": (
-        "ActionFormer-style baseline",
-        "configs/demo.yaml",
-        ["model.intra_attention=false", "model.inter_attention=false"],
-    ),
+    "baseline": ("ActionFormer-style baseline", "configs/demo_actionformer.yaml", []),
     "i2net": ("I2Net (intra + inter)", "configs/demo.yaml", []),
     "asl": ("ASL", "configs/demo_asl.yaml", []),
     "co2net": ("CO2-Net (video-level labels only)", "configs/demo_co2net.yaml", []),
@@ -49,14 +48,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers (0: in process)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="runs/bench/methods")
+    add_page_flag(parser, "methods")
     args = parser.parse_args()
     base = load_config(args.config, args.set)
     # every method on the base config's data, features and evaluation thresholds
     tious = "[" + ", ".join(str(t) for t in base.evaluation.tiou_thresholds) + "]"
     data = [
         f"data.root={base.data.root}",
-        f"evaluation.subset={base.evaluation.subset}", f"evaluation.tiou_thresholds={tious}",
-    ]  # fmt: skip
+        f"evaluation.subset={base.evaluation.subset}",
+        f"evaluation.tiou_thresholds={tious}",
+    ]
     store = [f"features.store={base.features.store}"]
     tracking = (
         base.tracking.tracking_uri
@@ -75,22 +76,33 @@ def main() -> None:
             weights = [f"features.weights={out / 'backbone_rgb.pt'}", f"backbone.seed={seed}"]
             config = load_config(
                 method_config,
-                [*data, *(weights if own else store), *sets, *args.set, f"seed={seed}",
-                 f"run_dir={out}", "tracking.experiment=methods",
-                 f"tracking.tracking_uri={tracking}"],
-            )  # fmt: skip
+                [
+                    *data,
+                    *(weights if own else store),
+                    *sets,
+                    *args.set,
+                    f"seed={seed}",
+                    f"run_dir={out}",
+                    "tracking.experiment=methods",
+                    f"tracking.tracking_uri={tracking}",
+                ],
+            )
             t0 = time.perf_counter()
             if own:
                 backbone = run_backbone_training(
-                    config, out / "backbone_rgb.pt", num_workers=args.workers, register=False,
+                    config,
+                    out / "backbone_rgb.pt",
+                    num_workers=args.workers,
+                    register=False,
                     log=lambda _m: None,
-                )  # fmt: skip
+                )
                 extracted = extract_from_config(config, overwrite=True, log=lambda _m: None)
                 print(
                     f"seed {seed}: {label}: backbone val clip accuracy "
-                    f"{backbone.report['val_accuracy']:.3f} ({backbone.report['seconds']:.0f} s), "
-                    f"{extracted.done} videos extracted", flush=True,
-                )  # fmt: skip
+                    f"{backbone.report.val_accuracy:.3f} ({backbone.report.seconds:.0f} s), "
+                    f"{extracted.done} videos extracted",
+                    flush=True,
+                )
             outcome = run_training(
                 config, num_workers=args.workers, register=False, log=lambda _m: None
             )
@@ -104,14 +116,38 @@ def main() -> None:
                 flush=True,
             )
 
-    print(f"\naverage mAP on {base.evaluation.subset}, seeds {args.seeds}, {args.workers} "
-          "Ray Train workers:\n")  # fmt: skip
+    heading = (
+        f"average mAP on {base.evaluation.subset}, seeds {args.seeds}, {args.workers} "
+        "Ray Train workers:"
+    )
+    print(f"\n{heading}\n")
     labels = {METHODS[k][0]: k for k in args.methods}
-    print_seed_table(
+    table = print_seed_table(
         "method",
         {n: scores[k] for n, k in labels.items()},
         {n: seconds[k] for n, k in labels.items()},
     )
+    if not args.no_page:
+        own_store = tracking.endswith(str(Path(args.out).resolve() / "mlflow.db"))
+        shown_store = f"`{Path(args.out) / 'mlflow.db'}`" if own_store else tracking
+        configs = ", ".join(
+            f"{METHODS[k][0]}: `{METHODS[k][1]}`"
+            + (f" with `{' '.join(METHODS[k][2])}`" if METHODS[k][2] else "")
+            for k in args.methods
+        )
+        write_results_page(
+            "methods",
+            "The methods compared",
+            "\n\n".join(
+                [
+                    f"Each method's own config ({configs}) on the data, feature store and tIoU "
+                    f"thresholds ({tious}) of `{args.config}`; the runs are in the MLflow "
+                    f"experiment `methods` ({shown_store}).",
+                    heading,
+                    table,
+                ]
+            ),
+        )
 
 
 if __name__ == "__main__":

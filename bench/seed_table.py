@@ -5,17 +5,29 @@ from __future__ import annotations
 import statistics
 
 
-def print_seed_table(
+def seed_table(
     first_column: str, scores: dict[str, list[float]], seconds: dict[str, list[float]]
-) -> None:
+) -> str:
     """One row per label: mean and sample standard deviation of its per-seed scores, the
-    scores themselves and the mean training time."""
-    print(f"| {first_column} | mean | std | per seed | training s (mean) |")
-    print("|---|---|---|---|---|")
+    scores themselves and the mean training time, as markdown text (no final newline)."""
+    lines = [
+        f"| {first_column} | mean | std | per seed | training s (mean) |",
+        "|---|---|---|---|---|",
+    ]
     for label, values in scores.items():
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         per_seed = ", ".join(f"{v:.3f}" for v in values)
-        print(
+        lines.append(
             f"| {label} | {statistics.mean(values):.3f} | {std:.3f} | {per_seed} | "
             f"{statistics.mean(seconds[label]):.0f} |"
         )
+    return "\n".join(lines)
+
+
+def print_seed_table(
+    first_column: str, scores: dict[str, list[float]], seconds: dict[str, list[float]]
+) -> str:
+    """Print ``seed_table(...)`` and return it (for a results page)."""
+    table = seed_table(first_column, scores, seconds)
+    print(table)
+    return table

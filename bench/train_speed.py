@@ -1,6 +1,7 @@
 """Training throughput: the loop in this process against Ray Train with 1 and 2 workers.
 
     python bench/train_speed.py [--config configs/demo.yaml] [--epochs 8] [--set key=value ...]
+                                [--no-page]
 
 Runs the same config three times on the config's feature store (no model registration):
 in this process with ``training.cpus_per_worker`` torch threads (the reference: the loop
@@ -8,7 +9,8 @@ alone), then on Ray Train with 1 worker and with 2 workers (gloo on CPU, NCCL on
 worker with ``cpus_per_worker`` CPUs, the global batch the same. Samples (videos) per second
 are measured inside the loop per epoch; the first epoch (warm-up) is left out and the median
 of the others kept. Prints the rates, the Ray Train overhead (1 worker against the loop alone)
-and the 2-worker scaling (2 workers against 1), and the wall time of each run with start-up.
+and the 2-worker scaling (2 workers against 1), and the wall time of each run with start-up;
+writes them to ``docs/results/train_speed.md`` (``--no-page``: print only).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_page import Transcript, add_page_flag, code_block, write_results_page
 
 from pipelines.tracking import client
 from pipelines.train import run_training
@@ -31,7 +34,9 @@ def main() -> None:
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_page_flag(parser, "train_speed")
     args = parser.parse_args()
+    out = Transcript()
 
     rates: dict[str, float] = {}
     walls: dict[str, float] = {}
@@ -69,13 +74,13 @@ def main() -> None:
             )
             per_epoch = [m.value for m in sorted(history, key=lambda m: m.step)][1:]
             rates[label] = statistics.median(per_epoch)
-            print(
+            out(
                 f"{label}: {rates[label]:.1f} videos/s (median of epochs 2-{args.epochs}), "
                 f"run {walls[label]:.1f} s with start-up",
                 flush=True,
             )
     device = "GPU" if base.training.use_gpu else "CPU"
-    print(
+    out(
         f"\n{device}, {base.training.cpus_per_worker} CPU per worker, global batch "
         f"{base.training.batch_size}:\n"
         f"Ray Train overhead (1 worker / loop alone): "
@@ -83,6 +88,15 @@ def main() -> None:
         f"2-worker scaling (2 workers / 1 worker): "
         f"{rates['Ray Train, 2 workers'] / rates['Ray Train, 1 worker']:.2f}x"
     )
+    if not args.no_page:
+        write_results_page(
+            "train_speed",
+            "Training throughput: the loop alone against Ray Train",
+            f"`{args.config}` for {args.epochs} epochs on its feature store, run three times: "
+            "in this process, then on Ray Train with 1 and 2 workers (the same global batch); "
+            "videos per second measured inside the loop, median of the epochs after the "
+            "first.\n\n" + code_block(out.lines),
+        )
 
 
 if __name__ == "__main__":
