@@ -140,6 +140,11 @@ def write_outputs(
         return None
     ground_truth = load_annotations(annotations).videos if annotations is not None else None
     return timeline_figure(
-        result.detections, list(result.durations), result.label_names, plot,
-        ground_truth=ground_truth, durations=result.durations, min_score=min_score,
-    )  # fmt: skip
+        result.detections,
+        list(result.durations),
+        result.label_names,
+        plot,
+        ground_truth=ground_truth,
+        durations=result.durations,
+        min_score=min_score,
+    )

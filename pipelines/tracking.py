@@ -82,9 +82,12 @@ def artifact_location(uri: str) -> str | None:
 
 
 def ui_links(
-    uri: str, experiment_id: str, run_id: str, model: str | None = None,
+    uri: str,
+    experiment_id: str,
+    run_id: str,
+    model: str | None = None,
     version: str | None = None,
-) -> dict[str, str]:  # fmt: skip
+) -> dict[str, str]:
     """Links into the MLflow UI of a tracking server (none for a local file store, whose UI
     is opened with ``mlflow ui --backend-store-uri``)."""
     if not uri.startswith(("http://", "https://")):

@@ -330,10 +330,14 @@ class FeatureDataset(Dataset):
         classes = set(self._label_indices(video))
         duration = video.duration if video.duration is not None else float(meta["duration"])
         return _Entry(
-            video_id=video.video_id, num_features=length, timing=timing,
-            duration=float(duration), stored_duration=float(meta["duration"]),
-            segments=np.zeros((0, 2)), labels=np.asarray(sorted(classes), dtype=np.int64),
-        )  # fmt: skip
+            video_id=video.video_id,
+            num_features=length,
+            timing=timing,
+            duration=float(duration),
+            stored_duration=float(meta["duration"]),
+            segments=np.zeros((0, 2)),
+            labels=np.asarray(sorted(classes), dtype=np.int64),
+        )
 
     # ------------------------------------------------------------------ access
 

@@ -7,17 +7,14 @@ decoding, the kind of supervision and whether a partner video is taken. Built in
 ``Method`` and decorates it with ``register_method``.
 """
 
+from tal.config import ModelConfig
 from tal.methods import actionformer, asl, co2net, i2net
 from tal.methods.base import Method, PostprocessSettings, StepDetections
 from tal.methods.registry import get_method, method_names, register_method
 
 
-def build_method(config: object) -> Method:
-    """The method object for a validated ``model:`` section."""
-    from tal.config import ModelConfig
-
-    if not isinstance(config, ModelConfig):
-        raise TypeError(f"expected a model config, got {type(config).__name__}")
+def build_method(config: ModelConfig) -> Method:
+    """The method object for a validated ``model:`` section (its registered class)."""
     return get_method(config.name)(config)
 
 

@@ -2,8 +2,11 @@
 
 Built-in methods (``actionformer``, ``i2net``, ``asl``, ``co2net``) register themselves when
 ``tal.methods`` is imported; a plug-in registers with ``@register_method`` from its own
-module. The config loader asks this registry which class validates a ``model:`` section, so
-a registered method is also a valid ``model.name``.
+module. A plug-in in another installed package is found through the entry-point group
+``tal.methods`` (``[project.entry-points."tal.methods"] NAME = "package.module"``): the
+registry imports those modules on first use, in every process (Ray workers included). The
+config loader asks this registry which class validates a ``model:`` section, so a
+registered method is also a valid ``model.name``.
 """
 
 from __future__ import annotations
@@ -35,8 +38,22 @@ def register_method(cls: M) -> M:
     return cls
 
 
+ENTRY_POINT_GROUP = "tal.methods"
+_loaded = False
+
+
 def _load_builtins() -> None:
+    """Import the built-in methods and the installed plug-ins (once)."""
+    global _loaded
     import tal.methods  # noqa: F401  (registers the built-in methods)
+
+    if _loaded:
+        return
+    _loaded = True
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()  # the module registers its method with @register_method
 
 
 def method_names() -> list[str]:

@@ -10,7 +10,9 @@ regression head whose non-negative outputs are distances to the start and end in
 the level stride. A method extends the network through three hooks, so that its modules are
 created in a fixed order (the same seed gives the same initial weights): ``build_attention``
 (after the pyramid, before the heads: I2Net's attentions), ``build_extra_heads`` (after the
-heads: ASL's sensitivity) and ``refine_level`` (a level just pooled from the finer one).
+heads: ASL's sensitivity), ``refine_level`` (a level just pooled from the finer one) and
+``extra_head``/``with_extras`` (a method's own per-level output, computed level by level
+with the shared heads, so that gradients accumulate in the same order as in one network).
 """
 
 from __future__ import annotations
@@ -182,15 +184,27 @@ class Localizer(nn.Module):
             x = self.refine_level(level, x, mask, finer, finer_mask)
         return self.levels[level](x, mask), mask
 
+    def extra_head(self, x: Tensor, mask: Tensor) -> Tensor | None:
+        """A method's own per-level output from ``x`` ``[B, D, T_l]``, computed right after
+        the shared heads on the same level (none here)."""
+        return None
+
+    def with_extras(self, out: LocalizerOutput, extras: list[Tensor | None]) -> LocalizerOutput:
+        """The output with the per-level ``extra_head`` results (unchanged here)."""
+        return out
+
     def heads(self, feats: list[Tensor], masks: list[Tensor]) -> LocalizerOutput:
-        """Classification and regression on every level's ``[B, T_l, D]`` features."""
-        cls_logits, offsets = [], []
+        """Classification and regression (then any extra head) on every level's
+        ``[B, T_l, D]`` features, level by level."""
+        cls_logits, offsets, extras = [], [], []
         for level, (x, mask) in enumerate(zip(feats, masks, strict=True)):
             x = x.transpose(1, 2)
             cls_logits.append(self.cls_head(x, mask))
             offsets.append(self.reg_head(x, mask, level))
+            extras.append(self.extra_head(x, mask))
         strides = [2**level for level in range(self.num_levels)]
-        return LocalizerOutput(cls_logits, offsets, masks, strides, feats[0])
+        out = LocalizerOutput(cls_logits, offsets, masks, strides, feats[0])
+        return self.with_extras(out, extras)
 
     def forward(self, feats: Tensor, masks: Tensor) -> LocalizerOutput:
         """Per-level outputs for ``feats``."""

@@ -14,9 +14,13 @@ from pipelines.cli import exit_status as run
 pytestmark = pytest.mark.slow
 
 FEATURES = [
-    "features.extractor=ata", "features.modalities=[rgb]", "features.clip_length=8",
-    "features.input_size=32", "features.fps=10", "features.ata.dim=32",
-]  # fmt: skip
+    "features.extractor=ata",
+    "features.modalities=[rgb]",
+    "features.clip_length=8",
+    "features.input_size=32",
+    "features.fps=10",
+    "features.ata.dim=32",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +31,22 @@ def ata_weights(tiny_synth, tmp_path_factory, ray_local):
     run_dir = tmp_path_factory.mktemp("ata")
     config = load_config(
         None,
-        [*FEATURES, "backbone.epochs=2", "backbone.batch_size=4", "backbone.device=cpu",
-         f"run_dir={run_dir}"],
-    )  # fmt: skip
+        [
+            *FEATURES,
+            "backbone.epochs=2",
+            "backbone.batch_size=4",
+            "backbone.device=cpu",
+            f"run_dir={run_dir}",
+        ],
+    )
     outcome = run_backbone_training(
-        config, run_dir / "ata.pt", tiny_synth.out_dir / "videos", tiny_synth.annotations,
-        num_workers=2, log=lambda _m: None,
-    )  # fmt: skip
+        config,
+        run_dir / "ata.pt",
+        tiny_synth.out_dir / "videos",
+        tiny_synth.annotations,
+        num_workers=2,
+        log=lambda _m: None,
+    )
     return outcome
 
 
@@ -43,8 +56,15 @@ def test_ata_trains_on_two_ray_workers_tracked_and_registered(ata_weights):
     outcome = ata_weights
     model, meta = load_ata(outcome.output)
     assert meta["arch"] == "ata" and outcome.report.digest == meta["digest"]
-    assert model.arch == {"frames": 8, "image_size": 32, "patch_size": 8, "dim": 32,
-                          "depth": 2, "heads": 4, "temporal": "aligned"}  # fmt: skip
+    assert model.arch == {
+        "frames": 8,
+        "image_size": 32,
+        "patch_size": 8,
+        "dim": 32,
+        "depth": 2,
+        "heads": 4,
+        "temporal": "aligned",
+    }
     assert meta["origin"].startswith("trained from random initialisation")
     assert outcome.workers == 2 and outcome.report.extractor == "ata"
     c = client(outcome.tracking_uri)
@@ -63,8 +83,22 @@ def test_tal_extract_ata_fills_a_store_with_the_networks_features(
     videos = tiny_synth.out_dir / "videos"
     store = tmp_path / "ata.zarr"
     sets = [a for s in FEATURES[2:] for a in ("--set", s)]
-    code = run(["extract", "--videos", str(videos), "--store", str(store), "--extractor", "ata",
-                "--weights", str(ata_weights.output), "--workers", "1", *sets])  # fmt: skip
+    code = run(
+        [
+            "extract",
+            "--videos",
+            str(videos),
+            "--store",
+            str(store),
+            "--extractor",
+            "ata",
+            "--weights",
+            str(ata_weights.output),
+            "--workers",
+            "1",
+            *sets,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     fs = FeatureStore.open(store)
     assert len(fs.completed()) == 8
@@ -82,12 +116,24 @@ def test_tal_extract_ata_fills_a_store_with_the_networks_features(
 
 def test_ata_extract_errors_name_what_is_wrong(ata_weights, tiny_synth, tmp_path, capsys):
     videos = str(tiny_synth.out_dir / "videos")
-    base = ["extract", "--videos", videos, "--store", str(tmp_path / "s.zarr"), "--extractor",
-            "ata", "--set", "features.clip_length=8", "--set", "features.input_size=32"]  # fmt: skip
+    base = [
+        "extract",
+        "--videos",
+        videos,
+        "--store",
+        str(tmp_path / "s.zarr"),
+        "--extractor",
+        "ata",
+        "--set",
+        "features.clip_length=8",
+        "--set",
+        "features.input_size=32",
+    ]
     assert run(base) == 2
     assert "needs trained ATA weights" in capsys.readouterr().err
-    assert run([*base, "--weights", str(ata_weights.output), "--set",
-                "features.clip_length=16"]) == 2  # fmt: skip
+    assert (
+        run([*base, "--weights", str(ata_weights.output), "--set", "features.clip_length=16"]) == 2
+    )
     err = capsys.readouterr().err
     assert "takes clips of 8 frames at 32 px" in err and "are 16 and 32" in err
     assert run([*base, "--modalities", "rgb", "--modalities", "flow"]) == 2

@@ -40,13 +40,22 @@ def test_eval_reproduces_official_numbers(shared_data, tmp_path, capsys):
     code = run(
         [
             "eval",
-            "--ground-truth", str(folder / "thumos14_test_gt_anetformat.json"),
-            "--predictions", str(folder / "thumos14_test_synthetic_pred.json"),
-            "--subset", "test",
-            "--tiou", "0.3", "0.4", "0.5", "0.6", "0.7",
-            "--output", str(out),
+            "--ground-truth",
+            str(folder / "thumos14_test_gt_anetformat.json"),
+            "--predictions",
+            str(folder / "thumos14_test_synthetic_pred.json"),
+            "--subset",
+            "test",
+            "--tiou",
+            "0.3",
+            "0.4",
+            "0.5",
+            "0.6",
+            "0.7",
+            "--output",
+            str(out),
         ]
-    )  # fmt: skip
+    )
     assert code == 0
     result = json.loads(out.read_text())
     official = json.loads((folder / "official_eval_result.json").read_text())
@@ -81,11 +90,14 @@ def test_eval_unknown_subset_exits_2(shared_data, capsys):
     code = run(
         [
             "eval",
-            "--ground-truth", str(folder / "thumos14_test_gt_anetformat.json"),
-            "--predictions", str(folder / "thumos14_test_synthetic_pred.json"),
-            "--subset", "validation",
+            "--ground-truth",
+            str(folder / "thumos14_test_gt_anetformat.json"),
+            "--predictions",
+            str(folder / "thumos14_test_synthetic_pred.json"),
+            "--subset",
+            "validation",
         ]
-    )  # fmt: skip
+    )
     assert code == 2
     assert "subset 'validation' has no annotated instances" in capsys.readouterr().err
 
@@ -129,8 +141,24 @@ def test_synth_command_writes_decodable_dataset(tmp_path, capsys):
     from tal.data.annotations import load_annotations
 
     out = tmp_path / "synth"
-    code = run(["synth", str(out), "--videos", "3", "--classes", "2", "--size", "64",
-                "--min-duration", "6", "--max-duration", "7", "--workers", "1"])  # fmt: skip
+    code = run(
+        [
+            "synth",
+            str(out),
+            "--videos",
+            "3",
+            "--classes",
+            "2",
+            "--size",
+            "64",
+            "--min-duration",
+            "6",
+            "--max-duration",
+            "7",
+            "--workers",
+            "1",
+        ]
+    )
     assert code == 0
     assert "wrote 3 videos" in capsys.readouterr().out
     ann = load_annotations(out / "annotations.json")

@@ -27,9 +27,16 @@ pytestmark = pytest.mark.slow
 
 # small and fast: 32 px crops, 10 fps, DIS flow, Kinetics RGB and its cross-modality flow start
 SETTINGS = dict(
-    fps=10.0, input_size=32, clip_length=16, stride=4, flow_method="dis", batch_size=8,
-    dtype="float32", modalities=["rgb", "flow"], num_actors=2,
-)  # fmt: skip
+    fps=10.0,
+    input_size=32,
+    clip_length=16,
+    stride=4,
+    flow_method="dis",
+    batch_size=8,
+    dtype="float32",
+    modalities=["rgb", "flow"],
+    num_actors=2,
+)
 
 
 def _features(**changes) -> FeaturesConfig:
@@ -102,8 +109,13 @@ def test_bad_videos_fail_with_reasons_and_the_run_goes_on(two_worker_store):
 
     table = pq.read_table(store / "manifest.parquet")
     assert table.column_names[:6] == [
-        "video_id", "status", "num_frames", "num_features", "duration", "error",
-    ]  # fmt: skip
+        "video_id",
+        "status",
+        "num_frames",
+        "num_features",
+        "duration",
+        "error",
+    ]
 
 
 def test_rerun_skips_complete_videos_and_overwrite_is_bit_identical(two_worker_store, videos):
@@ -216,10 +228,23 @@ def test_sigkill_halfway_then_rerun_completes(videos, tmp_path):
     recomputes only what was not complete."""
     store = tmp_path / "killed.zarr"
     args = [
-        sys.executable, "-m", "pipelines.cli", "extract", "--videos", str(videos), "--store",
-        str(store), "--workers", "1", "--modalities", "rgb",
-        "--set", "features.fps=10", "--set", "features.input_size=32",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "extract",
+        "--videos",
+        str(videos),
+        "--store",
+        str(store),
+        "--workers",
+        "1",
+        "--modalities",
+        "rgb",
+        "--set",
+        "features.fps=10",
+        "--set",
+        "features.input_size=32",
+    ]
     env = {**os.environ, "RAY_ADDRESS": ""}
     proc = subprocess.Popen(
         args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

@@ -28,9 +28,21 @@ def test_import_thumos_style(folder, tmp_path, capsys):
     store_dir = tmp_path / "feats.zarr"
     args = ["import-features", str(folder), "--store", str(store_dir)]
     code = run(
-        [*args, "--stride", "4", "--clip-length", "16", "--fps", "30",
-         "--modalities", "rgb", "flow", "--extractor", "actionformer-i3d"]
-    )  # fmt: skip
+        [
+            *args,
+            "--stride",
+            "4",
+            "--clip-length",
+            "16",
+            "--fps",
+            "30",
+            "--modalities",
+            "rgb",
+            "flow",
+            "--extractor",
+            "actionformer-i3d",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "imported 2, skipped 0 (already complete), failed 1" in out
@@ -58,9 +70,19 @@ def test_rgb_only_ct_layout_float16(tmp_path, capsys):
     data = np.random.default_rng(2).standard_normal((100, 1024)).astype(np.float32)
     np.save(folder / "v_abc.npy", data.T.copy())
     code = run(
-        ["import-features", str(folder), "--store", str(tmp_path / "s.zarr"),
-         "--modalities", "rgb", "--layout", "ct", "--dtype", "float16"]
-    )  # fmt: skip
+        [
+            "import-features",
+            str(folder),
+            "--store",
+            str(tmp_path / "s.zarr"),
+            "--modalities",
+            "rgb",
+            "--layout",
+            "ct",
+            "--dtype",
+            "float16",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     store = FeatureStore.open(tmp_path / "s.zarr")
     assert store.modalities == ("rgb",)
@@ -70,15 +92,25 @@ def test_rgb_only_ct_layout_float16(tmp_path, capsys):
 def test_annotations_give_durations(folder, tmp_path, capsys):
     ann = tmp_path / "ann.json"
     database = {
-        "video_test_0000004": {"subset": "test", "duration": 241 / 30, "fps": 30,
-                               "annotations": [{"segment": [1.0, 2.0], "label": "Jump"}]},
+        "video_test_0000004": {
+            "subset": "test",
+            "duration": 241 / 30,
+            "fps": 30,
+            "annotations": [{"segment": [1.0, 2.0], "label": "Jump"}],
+        },
         "video_test_0000006": {"subset": "test", "duration": 50.0, "annotations": []},
-    }  # fmt: skip
+    }
     ann.write_text(json.dumps({"database": database}))
     code = run(
-        ["import-features", str(folder), "--store", str(tmp_path / "s.zarr"),
-         "--annotations", str(ann)]
-    )  # fmt: skip
+        [
+            "import-features",
+            str(folder),
+            "--store",
+            str(tmp_path / "s.zarr"),
+            "--annotations",
+            str(ann),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert "note: video_test_0000006: duration 50.0 s" in captured.err

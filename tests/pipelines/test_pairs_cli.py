@@ -41,9 +41,14 @@ def _write_annotations(path, labels=LABELS):
 
 def _store(path, complete):
     attrs = {
-        "extractor": "test", "weights_digest": "sha256:0", "clip_length": 16, "stride": 4,
-        "fps": 10, "dtype": "float32", "feature_dims": {"rgb": 4, "flow": 4},
-    }  # fmt: skip
+        "extractor": "test",
+        "weights_digest": "sha256:0",
+        "clip_length": 16,
+        "stride": 4,
+        "fps": 10,
+        "dtype": "float32",
+        "feature_dims": {"rgb": 4, "flow": 4},
+    }
     fs = FeatureStore.create(path, attrs)
     rows = num_features(40, 16, 4)
     for vid in complete:
@@ -67,8 +72,11 @@ def test_pairs_end_to_end(tmp_path, capsys):
     assert sorted(table.column("video_a").to_pylist()) == ["a", "b", "c", "d"]
     assert set(table.column("subset").to_pylist()) == {"training"}  # val1 is not paired
     assert table.to_pylist()[2] == {  # c's only partner: b, the other Run video
-        "video_a": "c", "video_b": "b", "shared_labels": ["Run"], "subset": "training"
-    }  # fmt: skip
+        "video_a": "c",
+        "video_b": "b",
+        "shared_labels": ["Run"],
+        "subset": "training",
+    }
     first = out.read_bytes()
     assert run([*argv, "--per-video", "1"]) == 0
     assert out.read_bytes() == first  # same seed, same bytes

@@ -18,14 +18,24 @@ from tal.engine.inference import infer_from_checkpoint
 pytestmark = pytest.mark.slow
 
 FEATURES = {
-    "features.fps": 10.0, "features.input_size": 32, "features.clip_length": 8,
-    "features.stride": 4, "features.flow_method": "dis", "features.dtype": "float16",
-}  # fmt: skip
+    "features.fps": 10.0,
+    "features.input_size": 32,
+    "features.clip_length": 8,
+    "features.stride": 4,
+    "features.flow_method": "dis",
+    "features.dtype": "float16",
+}
 MODEL = {
-    "dataset": "tiny", "model.embed_dim": 32, "model.num_heads": 4, "model.num_levels": 3,
-    "model.max_seq_len": 16, "model.attention_window": 5, "training.epochs": 2,
-    "training.eval_every": 2, "training.batch_size": 2,
-}  # fmt: skip
+    "dataset": "tiny",
+    "model.embed_dim": 32,
+    "model.num_heads": 4,
+    "model.num_levels": 3,
+    "model.max_seq_len": 16,
+    "model.attention_window": 5,
+    "training.epochs": 2,
+    "training.eval_every": 2,
+    "training.batch_size": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +53,29 @@ def registered(tiny_synth, tmp_path_factory, ray_local):
 
 def test_predict_matches_the_checkpoint_and_draws_a_timeline(registered, tmp_path, capsys):
     outcome, ann, store, synth = registered
-    test_ids = [vid for vid, v in json.loads(ann.read_text())["database"].items()
-                if v["subset"] == "test"]  # fmt: skip
+    test_ids = [
+        vid for vid, v in json.loads(ann.read_text())["database"].items() if v["subset"] == "test"
+    ]
     videos = [str(synth.out_dir / "videos" / f"{vid}.mp4") for vid in test_ids]
     pred, png = tmp_path / "pred.json", tmp_path / "timeline.png"
-    code = run(["predict", *videos, "--model", "models:/tiny-i2net@champion", "--tracking-uri",
-                outcome.tracking_uri, "--output", str(pred), "--plot", str(png),
-                "--annotations", str(ann), "--device", "cpu"])  # fmt: skip
+    code = run(
+        [
+            "predict",
+            *videos,
+            "--model",
+            "models:/tiny-i2net@champion",
+            "--tracking-uri",
+            outcome.tracking_uri,
+            "--output",
+            str(pred),
+            "--plot",
+            str(png),
+            "--annotations",
+            str(ann),
+            "--device",
+            "cpu",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert f"for {len(test_ids)} videos -> {pred}; timeline {png}" in captured.out
@@ -71,11 +97,31 @@ def test_bad_video_and_bad_model_are_clear(registered, tmp_path, capsys):
     outcome, *_ = registered
     bad = tmp_path / "broken.mp4"
     bad.write_text("not a video")
-    code = run(["predict", str(bad), "--model", "models:/tiny-i2net@champion", "--tracking-uri",
-                outcome.tracking_uri, "--output", str(tmp_path / "p.json")])  # fmt: skip
+    code = run(
+        [
+            "predict",
+            str(bad),
+            "--model",
+            "models:/tiny-i2net@champion",
+            "--tracking-uri",
+            outcome.tracking_uri,
+            "--output",
+            str(tmp_path / "p.json"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1 and "broken.mp4: skipped" in captured.err
     assert "1 videos could not be read: broken" in captured.err
-    code = run(["predict", str(bad), "--model", "models:/nope@champion", "--tracking-uri",
-                outcome.tracking_uri, "--output", str(tmp_path / "p.json")])  # fmt: skip
+    code = run(
+        [
+            "predict",
+            str(bad),
+            "--model",
+            "models:/nope@champion",
+            "--tracking-uri",
+            outcome.tracking_uri,
+            "--output",
+            str(tmp_path / "p.json"),
+        ]
+    )
     assert code == 2 and "cannot load model models:/nope@champion" in capsys.readouterr().err

@@ -35,8 +35,11 @@ def test_champion_moves_only_to_a_strictly_better_version(tmp_path, capsys):
     assert champion(uri, "m") == ("4", 0.6)
     rows = list_versions(uri, "m")
     assert [(r.version, r.score, r.aliases) for r in rows] == [
-        ("1", 0.5, []), ("2", 0.4, []), ("3", 0.5, []), ("4", 0.6, [CHAMPION]),
-    ]  # fmt: skip
+        ("1", 0.5, []),
+        ("2", 0.4, []),
+        ("3", 0.5, []),
+        ("4", 0.6, [CHAMPION]),
+    ]
     c = client(uri)
     local = c.download_artifacts(rows[2].run_id, "champion_comparison.json", str(tmp_path))
     comparison = json.loads(Path(local).read_text())

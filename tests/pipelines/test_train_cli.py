@@ -8,18 +8,44 @@ from pipelines.cli import exit_status as run
 from tal.data.predictions import load_predictions
 
 SMALL = [
-    "--set", "model.embed_dim=32", "--set", "model.num_heads=4", "--set", "model.num_levels=3",
-    "--set", "model.max_seq_len=64", "--set", "model.attention_window=5",
-    "--set", "training.epochs=3", "--set", "training.eval_every=3", "--num-workers", "0",
-]  # fmt: skip
+    "--set",
+    "model.embed_dim=32",
+    "--set",
+    "model.num_heads=4",
+    "--set",
+    "model.num_levels=3",
+    "--set",
+    "model.max_seq_len=64",
+    "--set",
+    "model.attention_window=5",
+    "--set",
+    "training.epochs=3",
+    "--set",
+    "training.eval_every=3",
+    "--num-workers",
+    "0",
+]
 
 
 def test_train_then_infer(toy_store, tmp_path, capsys):
     _, ann, store = toy_store
     out = tmp_path / "run"
-    code = run(["train", "--annotations", str(ann), "--store", str(store), "--pairs",
-                str(tmp_path / "absent.parquet"), "--output", str(out), *SMALL,
-                "--set", f"run_dir={tmp_path}"])  # fmt: skip
+    code = run(
+        [
+            "train",
+            "--annotations",
+            str(ann),
+            "--store",
+            str(store),
+            "--pairs",
+            str(tmp_path / "absent.parquet"),
+            "--output",
+            str(out),
+            *SMALL,
+            "--set",
+            f"run_dir={tmp_path}",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "pairs built in memory" in captured.err and "epoch 3/3" in captured.err
@@ -31,8 +57,21 @@ def test_train_then_infer(toy_store, tmp_path, capsys):
     assert (out / "checkpoint.pt").is_file() and (out / "config.yaml").is_file()
 
     pred = tmp_path / "pred.json"
-    code = run(["infer", "--checkpoint", str(out / "checkpoint.pt"), "--annotations", str(ann),
-                "--store", str(store), "--split", "validation", "--output", str(pred)])  # fmt: skip
+    code = run(
+        [
+            "infer",
+            "--checkpoint",
+            str(out / "checkpoint.pt"),
+            "--annotations",
+            str(ann),
+            "--store",
+            str(store),
+            "--split",
+            "validation",
+            "--output",
+            str(pred),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     detections = load_predictions(pred)
@@ -44,12 +83,39 @@ def test_train_then_infer(toy_store, tmp_path, capsys):
 
 def test_bad_inputs_exit_2(toy_store, tmp_path, capsys):
     _, ann, store = toy_store
-    code = run(["infer", "--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path / "p.json")])  # fmt: skip
+    code = run(
+        ["infer", "--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path / "p.json")]
+    )
     assert code == 2 and "none.pt: checkpoint not found" in capsys.readouterr().err
-    code = run(["train", "--annotations", str(ann), "--store", str(tmp_path / "nostore.zarr"),
-                "--output", str(tmp_path / "r"), *SMALL, "--set", f"run_dir={tmp_path}"])  # fmt: skip
+    code = run(
+        [
+            "train",
+            "--annotations",
+            str(ann),
+            "--store",
+            str(tmp_path / "nostore.zarr"),
+            "--output",
+            str(tmp_path / "r"),
+            *SMALL,
+            "--set",
+            f"run_dir={tmp_path}",
+        ]
+    )
     assert code == 2 and "nostore.zarr" in capsys.readouterr().err
-    code = run(["train", "--annotations", str(ann), "--store", str(store), "--output",
-                str(tmp_path / "r"), *SMALL, "--set", "model.max_seq_len=62",
-                "--set", f"run_dir={tmp_path}"])  # fmt: skip
+    code = run(
+        [
+            "train",
+            "--annotations",
+            str(ann),
+            "--store",
+            str(store),
+            "--output",
+            str(tmp_path / "r"),
+            *SMALL,
+            "--set",
+            "model.max_seq_len=62",
+            "--set",
+            f"run_dir={tmp_path}",
+        ]
+    )
     assert code == 2 and "max_seq_len" in capsys.readouterr().err

@@ -110,8 +110,11 @@ def test_registered_model_loads_alone_and_predicts_as_the_checkpoint(toy_store, 
     env = {**os.environ, "MLFLOW_TRACKING_URI": outcome.tracking_uri}
     done = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, "models:/toy-i2net@champion", str(ann), str(store)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     vids, labels, start, end, score = json.loads(done.stdout.strip().splitlines()[-1])
     expected, _ = infer_from_checkpoint(outcome.output / "checkpoint.pt", ann, store, "validation")

@@ -117,14 +117,11 @@ class ASLLocalizer(Localizer):
             InstanceSensitivity(settings.embed_dim) if self._instance_branch else None
         )
 
-    def heads(self, feats: list[Tensor], masks: list[Tensor]) -> ASLOutput:
-        out = super().heads(feats, masks)
-        sensitivity = None
-        if self.sensitivity is not None:
-            sensitivity = [
-                self.sensitivity(x.transpose(1, 2), mask)
-                for x, mask in zip(feats, masks, strict=True)
-            ]
+    def extra_head(self, x: Tensor, mask: Tensor) -> Tensor | None:
+        return self.sensitivity(x, mask) if self.sensitivity is not None else None
+
+    def with_extras(self, out: LocalizerOutput, extras: list[Tensor | None]) -> ASLOutput:
+        sensitivity = [s for s in extras if s is not None]
         return ASLOutput(
             out.cls_logits,
             out.offsets,
@@ -132,5 +129,5 @@ class ASLLocalizer(Localizer):
             out.strides,
             out.features,
             class_sensitivity=self.class_sensitivity,
-            sensitivity=sensitivity,
+            sensitivity=sensitivity if self.sensitivity is not None else None,
         )

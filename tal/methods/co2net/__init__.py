@@ -40,6 +40,13 @@ class CO2NetMethod(Method[CO2NetConfig]):
     supervision = "video_labels"
     global_normaliser = False
 
+    @property
+    def divisible_by(self) -> int:
+        """Batches are padded to a multiple of 32 steps. The network masks its padding, but
+        its dropout masks are drawn over the padded length, so this length is part of what a
+        seed reproduces; 32 is what every CO2-Net run of this project has used."""
+        return 32
+
     def build_network(self, in_dim: int, num_classes: int) -> nn.Module:
         return CO2Net(self.config, in_dim=in_dim, num_classes=num_classes)
 

@@ -54,10 +54,18 @@ DATABASE = {
             {"segment": [248 / 30, 288 / 30], "label": "jump"},  # steps [60, 70]
         ],
     },
-    "v3": {"subset": "training", "duration": 5.0, "annotations": [{"segment": [1, 2], "label": "run"}]},
-    "v4": {"subset": "validation", "duration": 2.0, "annotations": [{"segment": [0.5, 1.5], "label": "run"}]},
+    "v3": {
+        "subset": "training",
+        "duration": 5.0,
+        "annotations": [{"segment": [1, 2], "label": "run"}],
+    },
+    "v4": {
+        "subset": "validation",
+        "duration": 2.0,
+        "annotations": [{"segment": [0.5, 1.5], "label": "run"}],
+    },
     "v5": {"subset": "training", "duration": 1.4, "annotations": []},
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")

@@ -81,8 +81,9 @@ def test_contrastive_loss_reads_only_real_steps_and_needs_two_anchors():
     masks = torch.cat([masks, torch.zeros(1, 12, dtype=torch.bool)], dim=1)
     again, _ = action_sensitive_contrastive(padded, masks, segs, labels, 0.2, 0.5)
     assert again.item() == pytest.approx(base.item())
-    none, count = action_sensitive_contrastive(feats, masks[:, :20], [torch.zeros(0, 2)],
-                                               [torch.zeros(0, dtype=torch.long)])  # fmt: skip
+    none, count = action_sensitive_contrastive(
+        feats, masks[:, :20], [torch.zeros(0, 2)], [torch.zeros(0, dtype=torch.long)]
+    )
     assert count == 0 and none.item() == 0.0
 
 
@@ -141,9 +142,11 @@ def test_combine_mean_and_contrastive_term_enter_the_total():
     out = _outputs(sens, instance=0.3)
     res = ActionSensitiveLoss(3, asl, reg_weight=1.5)(out, GT_SEGMENTS, GT_LABELS)
     total = (
-        res["cls_loss"] + 1.5 * res["reg_loss"] + 2.0 * res["sensitivity_loss"]
+        res["cls_loss"]
+        + 1.5 * res["reg_loss"]
+        + 2.0 * res["sensitivity_loss"]
         + 0.5 * res["contrastive_loss"]
-    )  # fmt: skip
+    )
     assert res["loss"].item() == pytest.approx(total.item())
     assert res["contrastive_loss"].item() > 0
     res["loss"].backward()
