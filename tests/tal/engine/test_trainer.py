@@ -138,7 +138,7 @@ def test_paired_step_evaluates_the_loss_once_over_both_videos(toy_store, tmp_pat
     trainer = Trainer(config, load_data(config, ann, store, None), tmp_path, log=lambda _m: None)
     seen: list[float] = []
     trainer.criterion.register_forward_hook(
-        lambda _mod, _args, out: seen.append(float(out["loss"]))
+        lambda _mod, _args, out: seen.append(out["loss"].item())
     )
     batch_a, batch_b = next(iter(trainer.loader(0)))
     trainer.step(batch_a, batch_b)
