@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a whole-tree static check (~20 s): make test and CI run it
 def test_mypy_passes_on_tal_and_features(tmp_path):
     exe = shutil.which("mypy", path=str(Path(sys.executable).parent))
     if exe is None:
