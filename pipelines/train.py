@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from pipelines.registry import Registration
-    from tal.engine.checkpoint import CheckpointState
     from tal.engine.trainer import EpochRow, Trainer, TrainMetrics
 
 FAULT_ENV = "TAL_TRAIN_FAULT"  # "EPOCH:RANK:MARKER": that rank SIGKILLs itself once (see below)
@@ -100,6 +99,18 @@ class TrainOutcome:
 # ---------------------------------------------------------------------- inside each worker
 
 
+S = TypeVar("S")  # what a run's checkpoint file holds (a CheckpointState, a BackboneState)
+
+
+class WorkerJob(Protocol):
+    """What ``make_session`` reads of a job (``TrainJob``, ``BackboneJob``)."""
+
+    on_ray: bool
+    resume: bool
+
+    def experiment(self) -> ExperimentConfig: ...
+
+
 class WorkerSession(Protocol):
     """The worker's side of a run: its rank, device, last checkpoint and reports."""
 
@@ -109,7 +120,7 @@ class WorkerSession(Protocol):
 
     def device(self) -> torch.device | None: ...
 
-    def latest_state(self, load: Callable[[Path], CheckpointState]) -> CheckpointState | None: ...
+    def latest_state(self, load: Callable[[Path], S]) -> S | None: ...
 
     def report(self, row: EpochRow, checkpoint: Path | None) -> None: ...
 
@@ -125,7 +136,7 @@ class _LocalSession:
     def device(self) -> torch.device | None:
         return None  # the loop picks from its config
 
-    def latest_state(self, load: Callable[[Path], CheckpointState]) -> CheckpointState | None:
+    def latest_state(self, load: Callable[[Path], S]) -> S | None:
         ok = self.resume and self.checkpoint.is_file()
         return load(self.checkpoint) if ok else None
 
@@ -160,7 +171,7 @@ class _RaySession:
 
         return ray.train.torch.get_device()
 
-    def latest_state(self, load: Callable[[Path], CheckpointState]) -> CheckpointState | None:
+    def latest_state(self, load: Callable[[Path], S]) -> S | None:
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
@@ -190,7 +201,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def make_session(job: TrainJob, local_checkpoint: Path) -> WorkerSession:
+def make_session(job: WorkerJob, local_checkpoint: Path) -> WorkerSession:
     """The worker's side of the run: Ray Train's, or this process's (resuming from
     ``local_checkpoint``)."""
     if not job.on_ray:
@@ -299,9 +310,6 @@ def log_evaluation(run: RunLogger, trainer: Trainer, output: Path) -> None:
 
 
 # ---------------------------------------------------------------------- the driver
-
-
-S = TypeVar("S")
 
 
 def ray_fit(

@@ -95,10 +95,10 @@ def backbone_loop(fields: dict[str, object]) -> BackboneReport | None:
     config = job.experiment()
     output = Path(job.output)
     checkpoint = output.with_name(f"{output.stem}.checkpoint.pt")
-    session = make_session(job, checkpoint)  # type: ignore[arg-type]
+    session = make_session(job, checkpoint)
     main = session.rank == 0
     run = RunLogger(job.tracking_uri, job.run_id) if main else None
-    state = session.latest_state(_load_state)  # type: ignore[arg-type]
+    state = session.latest_state(_load_state)
 
     def on_epoch(row: dict[str, float], epoch_state: BackboneState | None) -> None:
         path = _save_state(epoch_state, checkpoint) if epoch_state is not None else None

@@ -11,8 +11,8 @@ last, through the method's decoding.
 
 Under a process group (Ray Train or torchrun set it up; this module never imports them) the
 model is wrapped in DDP, each rank takes its share of every global batch
-(``ShardedBatchSampler``), a loss normalised over the global batch counts over all ranks, and rank 0
-evaluates, saves and writes: a run on N workers takes the same steps as on one.
+(``ShardedBatchSampler``), a loss normalised over the global batch counts over all ranks,
+and rank 0 evaluates, saves and writes: a run on N workers takes the same steps as on one.
 """
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ class Trainer:
             self.history.append(row)
             if main:
                 save_checkpoint(self.state(), ckpt)
-                self.say(_epoch_line(row, t.epochs))
+                self.say(_epoch_line(row, t.epochs, self.loss_terms))
             if on_epoch is not None:
                 on_epoch(row, ckpt if main else None)
         if not main:
@@ -376,7 +376,6 @@ class Trainer:
 
 
 EpochCallback = Callable[[EpochRow, Path | None], None]
-_NOT_TERMS = {"epoch", "loss", "lr", "grad_norm", "samples_per_second", "seconds"}
 
 
 @dataclass
@@ -397,11 +396,12 @@ class TrainMetrics:
         atomic_write_text(path, json.dumps(asdict(self), indent=1) + "\n")
 
 
-def _epoch_line(row: EpochRow, epochs: int) -> str:
+def _epoch_line(row: EpochRow, epochs: int, loss_terms: set[str]) -> str:
+    """One epoch's log line: the total loss, then the method's other loss terms."""
     terms = ", ".join(
         f"{key.removesuffix('_loss')} {value:.3f}"
         for key, value in row.items()
-        if key not in _NOT_TERMS and not key.startswith("val_")
+        if key in loss_terms and key != "loss"
     )
     line = (
         f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.3f} ({terms}), lr {row['lr']:.2e}, "

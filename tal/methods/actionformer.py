@@ -24,6 +24,7 @@ from tal.methods.base import (
     PostprocessSettings,
     StepDetections,
     single_video,
+    to_device,
 )
 from tal.methods.registry import register_method
 from tal.models.localizer import Localizer, LocalizerOutput, PyramidSettings
@@ -106,7 +107,7 @@ class OneStageMethod(Method[L]):
         """Both sides of the pairs as one batch of single videos."""
         batch = first.join(second)
         out = network(batch.feats.to(device), batch.masks.to(device))
-        return loss(out, _to(batch.segments, device), _to(batch.labels, device))
+        return loss(out, to_device(batch.segments, device), to_device(batch.labels, device))
 
     def forward_video(
         self,
@@ -155,7 +156,3 @@ class ActionFormer(OneStageMethod[ActionFormerConfig]):
 
     name = "actionformer"
     config_class = ActionFormerConfig
-
-
-def _to(tensors: list[Tensor], device: torch.device) -> list[Tensor]:
-    return [t.to(device) for t in tensors]

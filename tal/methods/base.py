@@ -76,6 +76,11 @@ def single_video(feats: Tensor, divisible_by: int, device: torch.device) -> tupl
     return batch.to(device), masks.to(device)
 
 
+def to_device(tensors: list[Tensor], device: torch.device) -> list[Tensor]:
+    """Per-video tensors of a batch (segments, labels) on ``device``."""
+    return [t.to(device) for t in tensors]
+
+
 class Method(ABC, Generic[C]):
     """One registered method; ``method = Method(config.model)``. See the module docstring.
 

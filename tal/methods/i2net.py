@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from tal.data.dataset import Batch, FeatureDataset
 from tal.methods.actionformer import LocalizerConfig, OneStageMethod
-from tal.methods.base import InferenceAssets, LossTerms, single_video
+from tal.methods.base import InferenceAssets, LossTerms, single_video, to_device
 from tal.methods.registry import register_method
 from tal.models.blocks import CrossAttentionBlock
 from tal.models.localizer import Localizer, LocalizerOutput, PyramidSettings
@@ -262,8 +262,8 @@ class I2Net(OneStageMethod[I2NetConfig]):
             second.feats.to(device),
             second.masks.to(device),
         )
-        segments = [s.to(device) for s in first.segments + second.segments]
-        labels = [x.to(device) for x in first.labels + second.labels]
+        segments = to_device(first.segments + second.segments, device)
+        labels = to_device(first.labels + second.labels, device)
         return loss(out.joined(), segments, labels)
 
     def forward_video(
