@@ -13,6 +13,15 @@ alignment is computed without gradients; gradients flow through the gathered fea
 No official code was available here: this follows the paper's abstract (parameter-free
 patch-level alignment between neighbouring frames, a plug-in for image backbones) and our
 reading of its method (one-to-one matching, chained alignment, de-alignment).
+
+What is matched (``match``): alignment is by appearance, so by default (``"content"``) the
+patches are compared on their content, the block's input *without* the learned position
+embedding (space and time) that was added to the patch tokens, layer-normalised as the
+attention's input is. The position embedding is the same in every frame at a given
+position, so leaving it in pulls each patch towards "stay in place" (with it, 0.003 of the
+patches moved on clips without camera motion). ``"with_position"`` keeps the earlier
+matching on the normalised tokens including it, for comparison. Our reading: the paper
+aligns on the frame features; nothing says whether a position embedding is part of them.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 Temporal = Literal["aligned", "plain"]
+Match = Literal["content", "with_position"]
+MATCHES = ("content", "with_position")
 
 
 @torch.no_grad()
@@ -62,22 +73,38 @@ def scatter_patches(x: Tensor, perm: Tensor) -> Tensor:
 class TemporalAttention(nn.Module):
     """Pre-norm self-attention over time along patch trajectories, ``[B, T, N, C]`` in and
     out (residual); the output projection starts at zero so that the block starts as the
-    image model."""
+    image model. ``match`` chooses what the alignment compares (module docstring): with
+    ``"content"`` the ``position`` embedding given to ``forward`` is taken off first."""
 
-    def __init__(self, dim: int, heads: int, temporal: Temporal = "aligned") -> None:
+    def __init__(
+        self, dim: int, heads: int, temporal: Temporal = "aligned", match: Match = "content"
+    ) -> None:
         super().__init__()
         if temporal not in ("aligned", "plain"):
             raise ValueError(f"temporal must be 'aligned' or 'plain', got {temporal!r}")
-        self.temporal = temporal
+        if match not in MATCHES:
+            raise ValueError(f"match must be one of {MATCHES}, got {match!r}")
+        self.temporal, self.match = temporal, match
         self.norm = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         nn.init.zeros_(self.attn.out_proj.weight)
         nn.init.zeros_(self.attn.out_proj.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    @torch.no_grad()
+    def alignment(self, x: Tensor, position: Tensor | None = None) -> Tensor:
+        """The permutation ``[B, T, N]`` (``align_patches``) of ``x [B, T, N, C]``, matched on
+        the normalised tokens less ``position`` (``match="content"``) or on the normalised
+        tokens as they are (``"with_position"``, or when no ``position`` is given)."""
+        if self.match == "content" and position is not None:
+            x = x - position
+        return align_patches(self.norm(x))
+
+    def forward(self, x: Tensor, position: Tensor | None = None) -> Tensor:
+        """``x [B, T, N, C]``; ``position`` (broadcastable to it) is the position embedding
+        inside ``x``, left out of the matching when ``match`` is ``"content"``."""
         b, t, n, c = x.shape
         y = self.norm(x)
-        perm = align_patches(y) if self.temporal == "aligned" else None
+        perm = self.alignment(x, position) if self.temporal == "aligned" else None
         if perm is not None:
             y = gather_patches(y, perm)
         seq = y.permute(0, 2, 1, 3).reshape(b * n, t, c)  # one sequence per trajectory
@@ -92,17 +119,24 @@ class ATABlock(nn.Module):
     """Temporal attention (aligned or plain), then the image block: spatial self-attention
     within each frame and an MLP, all pre-norm with residuals."""
 
-    def __init__(self, dim: int, heads: int, temporal: Temporal, mlp_ratio: float = 4.0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        temporal: Temporal,
+        mlp_ratio: float = 4.0,
+        match: Match = "content",
+    ):
         super().__init__()
-        self.temporal = TemporalAttention(dim, heads, temporal)
+        self.temporal = TemporalAttention(dim, heads, temporal, match)
         self.norm1 = nn.LayerNorm(dim)
         self.spatial = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.temporal(x)
+    def forward(self, x: Tensor, position: Tensor | None = None) -> Tensor:
+        x = self.temporal(x, position)
         b, t, n, c = x.shape
         frames = x.reshape(b * t, n, c)
         y = self.norm1(frames)
@@ -129,6 +163,7 @@ class ATAViT(nn.Module):
         depth: int = 2,
         heads: int = 4,
         temporal: Temporal = "aligned",
+        match: Match = "content",
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -143,6 +178,7 @@ class ATAViT(nn.Module):
             "depth": depth,
             "heads": heads,
             "temporal": temporal,
+            "match": match,
         }
         self.dim, self.frames, self.image_size = dim, frames, image_size
         self.feature_dim, self.num_classes = dim, num_classes
@@ -152,7 +188,9 @@ class ATAViT(nn.Module):
         self.time = nn.Parameter(torch.zeros(1, frames, 1, dim))
         nn.init.trunc_normal_(self.space, std=0.02)
         nn.init.trunc_normal_(self.time, std=0.02)
-        self.blocks = nn.ModuleList(ATABlock(dim, heads, temporal) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            ATABlock(dim, heads, temporal, match=match) for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
@@ -167,12 +205,17 @@ class ATAViT(nn.Module):
         b, _, t, h, w = clips.shape
         x = self.patch(clips.transpose(1, 2).reshape(b * t, 3, h, w))  # [B*T, C, h', w']
         x = x.flatten(2).transpose(1, 2).reshape(b, t, -1, self.dim)
-        return x + self.space + self.time
+        return x + self.position()
+
+    def position(self) -> Tensor:
+        """The learned position embedding added to the patch tokens, ``[1, T, N, dim]``."""
+        return self.space + self.time
 
     def features(self, clips: Tensor) -> Tensor:
         x = self.tokens(clips)
+        position = self.position()
         for block in self.blocks:
-            x = block(x)
+            x = block(x, position)
         return self.norm(x.mean(dim=(1, 2)))
 
     def replace_logits(self, num_classes: int) -> None:

@@ -29,6 +29,31 @@ Decisions, and why:
   file (unreadable, pickled, not 2-D, wrong C, NaN/inf, unusable video id) is recorded as
   failed with the reason and the run goes on. A file name that is not a valid video id is
   recorded under a percent-encoded id (``a%0Ab`` for ``a\\nb``) with the real name in the error.
+
+Resized features (``resized=True``, ActivityNet style): each file's T steps span its
+video's whole duration, whatever T is (BMN's 100, ActionFormer's 192 after up-sampling),
+so every video has its own feature rate and no global stride/clip/fps describes them.
+Convention (ActionFormer's, ``libs/datasets/anet.py``, fixed-length case): with
+``feat_stride = duration * fps / T`` frames and ``num_frames = feat_stride``, the offset
+``0.5 * num_frames / feat_stride`` is half a step, so step i is centred at
+``(i + 0.5) * duration / T`` seconds (T equal cells tiling ``[0, duration]``, each feature
+at its cell's centre), and its decoder maps step s back to ``(s + 0.5) * duration / T``.
+The store says this with the project's one timing formula (``features.clips``): root
+``stride = clip_length = 1`` and ``fps = null``; each video's ``fps`` is ``T / duration``
+(its steps per second), ``num_frames = T`` and ``duration`` the annotation's, so
+``FeatureTiming`` maps step i to ``(i + 0.5) / fps`` = the centre above. Durations come
+from the annotations and are required for every file (a missing one stops the import,
+naming the video). ActionFormer's own ActivityNet I3D features (stride 16, up-sampled with
+``force_upsampling``) take their span from the features, ``T * 16`` frames at 25 fps,
+rather than from the duration; the two agree up to the last partial clip, and we use the
+annotation's duration because fixed-length sets (BMN's) carry no stride at all. (BMN's own
+code lets its 100 steps span ``feature_frame / duration_frame * duration_second``, the
+frames its extractor covered: a median 0.13 s short of the annotated duration on
+ActivityNet 1.3, a few videos far more; ActionFormer, and we, use the annotated duration.)
+``steps=N`` resamples each video to N steps at import (linear, ``align_corners=False``,
+exactly ``torch.nn.functional.interpolate(mode="linear")``, as ActionFormer up-samples to
+``max_seq_len`` when it loads), so the store holds what the model reads; meta then keeps
+the file's own T as ``source_num_features``. Shrinking is allowed but not anti-aliased.
 """
 
 from __future__ import annotations
@@ -55,6 +80,7 @@ __all__ = [
     "ImportSummary",
     "import_features",
     "list_feature_files",
+    "resample_linear",
     "smallest_num_frames",
 ]
 
@@ -94,6 +120,26 @@ def smallest_num_frames(count: int, clip_length: int, stride: int) -> int:
     if count < 1:
         raise ValueError(f"feature count must be >= 1, got {count}")
     return (count - 1) * stride + clip_length
+
+
+def resample_linear(data: np.ndarray, steps: int) -> np.ndarray:
+    """``[T, C]`` -> ``[steps, C]`` by linear interpolation along T with
+    ``align_corners=False`` (``torch.nn.functional.interpolate(mode="linear")``, what
+    ActionFormer applies to ActivityNet features): output j samples input position
+    ``(j + 0.5) * T / steps - 0.5``, clamped at 0, between its two neighbours."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    count = len(data)
+    if count == steps:
+        return data
+    # positions in float32, as torch computes them, so that the results agree to ~1e-6
+    scale, half = np.float32(count / steps), np.float32(0.5)
+    source = np.maximum(scale * (np.arange(steps, dtype=np.float32) + half) - half, 0)
+    low = np.minimum(np.floor(source).astype(np.int64), count - 1)
+    high = np.minimum(low + 1, count - 1)
+    weight = (source - low.astype(np.float32)).astype(np.float64)[:, None]
+    values = np.asarray(data, dtype=np.float64)
+    return (1.0 - weight) * values[low] + weight * values[high]
 
 
 def list_feature_files(folder: str | os.PathLike[str]) -> list[Path]:
@@ -227,6 +273,67 @@ def _frames(
     return {**meta, "num_frames": smallest, "frames_from": "features"}
 
 
+def _resized_meta(video_id: str, count: int, durations: Durations) -> dict[str, Any]:
+    """Meta of a resized video of ``count`` steps spanning its annotated duration."""
+    entry = durations[video_id]
+    duration, video_fps = entry if isinstance(entry, tuple) else (entry, None)
+    duration = float(duration)
+    if not (math.isfinite(duration) and duration > 0):
+        raise ValueError(f"duration {duration} in the annotations; resized features need > 0")
+    meta: dict[str, Any] = {
+        "num_frames": count,
+        "fps": count / duration,
+        "duration": duration,
+        "frames_from": "resized",
+    }
+    if video_fps is not None:
+        meta["video_fps"] = float(video_fps)
+    return meta
+
+
+def _check_resized(
+    files: Sequence[Path],
+    durations: Durations | None,
+    steps: int | None,
+    store_attrs: dict | None,
+    file_prefix: str,
+) -> None:
+    """Whole-import checks of resized mode: every file's video has a duration, and an
+    existing store was resized the same way."""
+    if durations is None:
+        raise FeatureImportError(
+            "resized features need each video's duration: give the annotations (--annotations)"
+        )
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise FeatureImportError(f"steps must be an integer >= 1, got {steps!r}")
+    missing = []
+    for path in files:
+        name = path.name[: -len(SUFFIX)].removeprefix(file_prefix)
+        try:
+            video_id = check_video_id(name)
+        except ValueError:
+            continue  # recorded as failed by the import loop
+        if video_id not in durations:
+            missing.append(video_id)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FeatureImportError(
+            f"resized features: video {missing[0]!r}{more} has no duration in the annotations; "
+            "each file's steps span its video's duration, so every video needs one"
+        )
+    if store_attrs is not None:
+        if store_attrs.get("timing") != "resized":
+            raise FeatureImportError(
+                "the store holds features at a global stride/fps, not resized ones; "
+                "use another store or overwrite"
+            )
+        if store_attrs.get("steps") != steps:
+            raise FeatureImportError(
+                f"the store was imported with steps {store_attrs.get('steps')}, asked for "
+                f"{steps}; use the same --steps, another store or overwrite"
+            )
+
+
 def import_features(
     folder: str | os.PathLike[str],
     store_location: str | os.PathLike[str],
@@ -242,14 +349,21 @@ def import_features(
     weights_digest: str = "unknown",
     dtype: str = "float32",
     overwrite: bool = False,
+    resized: bool = False,
+    steps: int | None = None,
+    file_prefix: str = "",
     storage_options: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> ImportSummary:
     """Import every ``*.npy`` of ``folder`` into the store (see the module docstring).
 
     ``durations`` maps video id to ``(duration_seconds, video_fps or None)`` (or a bare
-    duration). Per-file problems become failed manifest rows; problems with the whole import
-    raise FeatureImportError. The consolidated manifest is written at the end.
+    duration). With ``resized`` each file spans its video's duration (``stride``,
+    ``clip_length`` and ``fps`` are not used; ``durations`` is required) and ``steps``
+    resamples every video to that many steps. ``file_prefix`` (ActionFormer's, ``v_`` for
+    ActivityNet) is removed from the start of file names to give video ids. Per-file problems become failed manifest rows;
+    problems with the whole import raise FeatureImportError. The consolidated manifest is
+    written at the end.
     """
     modalities = tuple(modalities)
     if not modalities or len(set(modalities)) != len(modalities):
@@ -268,20 +382,26 @@ def import_features(
             raise FeatureImportError(f"{name} must be an integer >= 1, got {value!r}")
     if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
         raise FeatureImportError(f"fps must be > 0, got {fps!r}")
+    if steps is not None and not resized:
+        raise FeatureImportError("steps (--steps) resamples resized features: give --resized")
+    if resized:  # one step per "frame": the per-video fps alone says where each step is
+        stride, clip_length = 1, 1
     files = list_feature_files(folder)
     if not files:
         raise FeatureImportError(f"{folder}: no *{SUFFIX} files")
     say = log or (lambda msg: None)
 
-    dims = None
+    dims = existing = None
     if not overwrite:
         try:
-            dims = FeatureStore.open(store_location, "r", storage_options=storage_options).attrs
-            dims = dims.get("feature_dims")
+            existing = FeatureStore.open(store_location, "r", storage_options=storage_options).attrs
+            dims = existing.get("feature_dims")
         except FileNotFoundError:
             dims = None
         except ValueError as exc:  # there, but not a feature store (or another format)
             raise FeatureImportError(str(exc)) from None
+    if resized:
+        _check_resized(files, durations, steps, existing, file_prefix)
     if dims:
         channels = sum(dims[m] for m in dims)
         if set(dims) == set(modalities) and len(modalities) == 2:
@@ -307,6 +427,8 @@ def import_features(
         "source": str(Path(folder).resolve()),
         "layout": layout,
     }
+    if resized:
+        attrs |= {"fps": None, "timing": "resized", "steps": steps}
     try:
         store = FeatureStore.create(
             store_location, attrs, overwrite=overwrite, storage_options=storage_options
@@ -318,7 +440,7 @@ def import_features(
     cut = feature_dims[modalities[0]]
     limit = float(np.finfo(store.dtype).max)
     for index, path in enumerate(files, 1):
-        name = path.name[: -len(SUFFIX)]
+        name = path.name[: -len(SUFFIX)].removeprefix(file_prefix)
         try:
             video_id = check_video_id(name)
         except ValueError as exc:
@@ -337,15 +459,25 @@ def import_features(
             peak = float(np.abs(data).max())
             if peak > limit:
                 raise ValueError(f"values up to {peak:.4g} overflow {dtype} (max {limit:.4g})")
-            meta = _frames(video_id, len(data), clip_length, stride, fps, durations, summary.notes)
+            if resized:
+                assert durations is not None  # checked by _check_resized
+                count = len(data)
+                if steps is not None:
+                    data = resample_linear(data, steps)
+                meta = _resized_meta(video_id, len(data), durations)
+                if steps is not None:
+                    meta["source_num_features"] = count
+            else:
+                meta = _frames(
+                    video_id, len(data), clip_length, stride, fps, durations, summary.notes
+                )
+                meta["fps"] = fps
             parts = (
                 {modalities[0]: data}
                 if len(modalities) == 1
                 else {modalities[0]: data[:, :cut], modalities[1]: data[:, cut:]}
             )
-            store.write_video(
-                video_id, parts, {**meta, "fps": fps}, seconds=time.perf_counter() - started
-            )
+            store.write_video(video_id, parts, meta, seconds=time.perf_counter() - started)
         except Exception as exc:  # one bad file must not stop the import
             reason = f"file {path.name}: {exc}"
             store.record(video_id, "failed", error=reason)

@@ -356,7 +356,11 @@ def load_ata(path: str | os.PathLike[str]) -> tuple[ATAViT, dict[str, Any]]:
             "extractor needs a file written by `tal train-backbone` with features.extractor ata"
         )
     try:
-        model = ATAViT(num_classes=int(meta["num_classes"]), **meta["ata"])
+        # files written before ``match`` existed were trained matching with the position
+        # embedding: rebuild them so, or their features would change under the same digest
+        model = ATAViT(
+            num_classes=int(meta["num_classes"]), **{"match": "with_position", **meta["ata"]}
+        )
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise WeightsError(

@@ -281,9 +281,15 @@ def extract(
 def import_features_cmd(
     folder: Annotated[Path, typer.Argument(help="folder of VIDEO_ID.npy feature files")],
     store: Annotated[str, typer.Option(help="Zarr feature store to create or add to")],
-    stride: Annotated[int, typer.Option(min=1, help="frames between clip starts")] = 4,
-    clip_length: Annotated[int, typer.Option(min=1, help="frames per clip")] = 16,
-    fps: Annotated[float, typer.Option(help="frame rate the clips were cut at")] = 30.0,
+    stride: Annotated[
+        int | None, typer.Option(min=1, help="frames between clip starts (default 4)")
+    ] = None,
+    clip_length: Annotated[
+        int | None, typer.Option(min=1, help="frames per clip (default 16)")
+    ] = None,
+    fps: Annotated[
+        float | None, typer.Option(help="frame rate the clips were cut at (default 30)")
+    ] = None,
     modalities: Annotated[
         list[str] | None,
         typer.Option(help="rgb, flow or both, e.g. --modalities rgb flow (default both)"),
@@ -295,8 +301,34 @@ def import_features_cmd(
     ] = None,
     annotations: Annotated[
         Path | None,
-        typer.Option(help="ActivityNet-style JSON: durations give each video's frame count"),
+        typer.Option(
+            help="annotations (ActivityNet-style JSON or BMN anet_anno_action.json, format "
+            "detected): durations give each video's frame count, or its span with --resized"
+        ),
     ] = None,
+    resized: Annotated[
+        bool,
+        typer.Option(
+            help="fixed-length features (ActivityNet style): each file's T steps span its "
+            "video's annotated duration, step i centred at (i + 0.5) * duration / T; needs "
+            "--annotations, excludes --stride/--clip-length/--fps"
+        ),
+    ] = False,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="with --resized: resample every video to N steps (linear, as ActionFormer "
+            "up-samples ActivityNet to 192)",
+        ),
+    ] = None,
+    file_prefix: Annotated[
+        str,
+        typer.Option(
+            help="prefix of the file names that is not part of the video id (v_ for "
+            "ActivityNet files named v_ID.npy)"
+        ),
+    ] = "",
     extractor: Annotated[
         str, typer.Option(help="name of the source features, e.g. actionformer-i3d")
     ] = "imported",
@@ -307,21 +339,41 @@ def import_features_cmd(
     overwrite: Annotated[bool, typer.Option(help="replace the whole store")] = False,
 ) -> None:
     """Import per-video .npy features (ActionFormer style: THUMOS14 I3D is stride 4, clip 16,
-    30 fps, [T, 2048] = rgb then flow) into a Zarr feature store; bad files are recorded as
-    failed and skipped."""
-    from features.importing import import_features
-    from tal.data.annotations import load_annotations
+    30 fps, [T, 2048] = rgb then flow; ActivityNet resized to T steps per video: --resized)
+    into a Zarr feature store; bad files are recorded as failed and skipped."""
+    from features.importing import FeatureImportError, import_features
+    from tal.data.importers import import_annotations
 
+    if resized:
+        given = [
+            name
+            for name, value in (
+                ("--stride", stride),
+                ("--clip-length", clip_length),
+                ("--fps", fps),
+            )
+            if value is not None
+        ]
+        if given:
+            raise FeatureImportError(
+                f"--resized takes each video's rate from its duration; drop {', '.join(given)}"
+            )
+        if annotations is None:
+            raise FeatureImportError(
+                "--resized needs --annotations: each video's steps span its annotated duration"
+            )
+    elif steps is not None:
+        raise FeatureImportError("--steps resamples resized features: give --resized too")
     durations = None
     if annotations is not None:
-        ann = load_annotations(annotations, segments="keep")  # only durations are used
+        ann = import_annotations(annotations)  # only durations are used
         durations = {v.video_id: (v.duration, v.fps) for v in ann if v.duration is not None}
     summary = import_features(
         folder,
         store,
-        stride=stride,
-        clip_length=clip_length,
-        fps=fps,
+        stride=4 if stride is None else stride,
+        clip_length=16 if clip_length is None else clip_length,
+        fps=30.0 if fps is None else fps,
         modalities=modalities or ("rgb", "flow"),
         layout=layout,
         split=split,
@@ -330,6 +382,9 @@ def import_features_cmd(
         weights_digest=weights_digest,
         dtype=dtype,
         overwrite=overwrite,
+        resized=resized,
+        steps=steps,
+        file_prefix=file_prefix,
         log=_echo,
     )
     for note in summary.notes[:20]:

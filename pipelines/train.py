@@ -280,7 +280,12 @@ def log_evaluation(run: RunLogger, trainer: Trainer, output: Path) -> None:
     """Predictions, metrics and figures of the final evaluation, as run artifacts."""
     from tal.data.predictions import load_predictions
     from tal.evaluation.detection import evaluate_detection
-    from tal.evaluation.plots import per_class_ap_figure, precision_recall_figure, timeline_figure
+    from tal.evaluation.plots import (
+        per_class_ap_figure,
+        precision_recall_figure,
+        timeline_figure,
+        training_curves_figure,
+    )
 
     config = trainer.config
     subset = config.evaluation.subset
@@ -303,6 +308,13 @@ def log_evaluation(run: RunLogger, trainer: Trainer, output: Path) -> None:
         per_class_ap_figure(result, plots / "per_class_ap.png"),
         precision_recall_figure(result, plots / "precision_recall.png"),
     ]
+    curves = [*sorted(trainer.loss_terms), "lr", "val_average_mAP"]
+    if trainer.history:
+        figures.append(
+            training_curves_figure(
+                trainer.history, curves, plots / "training_curves.png", config.name
+            )
+        )
     run.log_artifact(output / "predictions.json")
     run.log_artifact(output / "metrics.json")
     for figure in figures:

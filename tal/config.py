@@ -92,6 +92,12 @@ class ATAConfig(_Section):
     temporal: Literal["aligned", "plain"] = Field(
         "aligned", description="attention along aligned patch trajectories (ATA) or in place"
     )
+    match: Literal["content", "with_position"] = Field(
+        "content",
+        description="what patch alignment compares: content (tokens without the position "
+        "embedding; ATA's alignment by appearance) or with_position (the earlier matching, "
+        "which pulls patches towards staying in place)",
+    )
 
 
 class FeaturesConfig(_Section):
@@ -195,10 +201,91 @@ class TrainingConfig(_Section):
         2, ge=0, description="worker failures Ray Train recovers from (from the last checkpoint)"
     )
     amp: bool = Field(True, description="bfloat16 autocast on GPU (ignored on CPU)")
+    crop_ratio: tuple[float, float] | None = Field(
+        (0.9, 1.0),
+        description="an annotated video of T <= model.max_seq_len features is cropped to a "
+        "random L in [round(lo T), round(hi T)] features (ActionFormer's THUMOS14 recipe: "
+        "[0.9, 1.0]); null keeps short videos whole (our former crop)",
+    )
+    trunc_thresh: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="a training crop keeps an action when at least this share of it is inside",
+    )
+    crop_tries: int = Field(
+        200,
+        ge=1,
+        description="random windows tried until one keeps an action (ActionFormer 200; former 10)",
+    )
+    crop_bounds: Literal["actionformer", "feature_range"] = Field(
+        "actionformer",
+        description="what a crop of features st..ed-1 covers: actionformer [st - h, ed + h] "
+        "(h: half a clip in steps, as ActionFormer's truncate_feats), or feature_range "
+        "[st - 0.5, ed - 0.5] (our former crop)",
+    )
+    pair_crop: Literal["shared_action", "independent"] = Field(
+        "shared_action",
+        description="for methods that take a partner video: shared_action crops both videos "
+        "of a pair around an instance of a class they share; independent crops them "
+        "separately (former). Methods without a partner always crop independently",
+    )
+
+    @field_validator("crop_ratio")
+    @classmethod
+    def _crop_ratio_in_unit_interval(
+        cls, v: tuple[float, float] | None
+    ) -> tuple[float, float] | None:
+        if v is not None and not 0.0 < v[0] <= v[1] <= 1.0:
+            raise ValueError(f"expected [lo, hi] with 0 < lo <= hi <= 1, got {list(v)}")
+        return v
+
     center_radius: float = Field(
         1.5, gt=0, description="centre sampling: positives within this many strides of the centre"
     )
     reg_weight: float = Field(1.0, ge=0, description="weight of the DIoU boundary loss")
+    loss_norm_init: float | None = Field(
+        100.0,
+        ge=0,
+        description="start of the moving average of positive points that divides the losses "
+        "(ActionFormer's init_loss_norm: 100 on THUMOS14, 200 on ActivityNet); 0 or null: "
+        "the first batch's count (former)",
+    )
+    loss_norm_momentum: float = Field(
+        0.9,
+        ge=0,
+        lt=1,
+        description="momentum of that moving average (ActionFormer 0.9)",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="classification target smoothing (ActionFormer: 0 on THUMOS, 0.1 on "
+        "ActivityNet)",
+    )
+    optimizer: Literal["adamw", "adam"] = Field(
+        "adamw",
+        description="adamw: decoupled weight decay (ActionFormer, ASL); adam: weight decay "
+        "added to the gradient, L2 style (CO2-Net)",
+    )
+    weight_decay_on: Literal["modules", "matrices", "all"] = Field(
+        "modules",
+        description="which parameters get weight decay: modules = weights of Linear and "
+        "Conv1d layers only (ActionFormer's make_optimizer), matrices = every parameter "
+        "with 2 or more dimensions (former), all = every parameter (CO2-Net's Adam); names "
+        "the network lists in no_weight_decay() never get it",
+    )
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine",
+        description="learning rate after the linear warm-up: cosine decay to zero over the "
+        "remaining steps (ActionFormer), or constant (CO2-Net)",
+    )
+    warmup_shape: Literal["actionformer", "from_step_one"] = Field(
+        "actionformer",
+        description="linear warm-up over W steps: actionformer starts at lr 0 and reaches "
+        "lr at step W - 1 (s / (W - 1)); from_step_one takes (s + 1) / W (former)",
+    )
     storage_path: str | None = Field(
         None,
         description="Ray Train checkpoints: a folder (made absolute) or an object storage URL "
@@ -209,11 +296,61 @@ class TrainingConfig(_Section):
 class InferenceConfig(_Section):
     """Post-processing of a method's detections (each method uses what applies to it)."""
 
-    score_threshold: float = Field(0.001, ge=0, lt=1, description="candidates below are dropped")
-    pre_nms_topk: int = Field(2000, ge=1, description="candidates kept per video before NMS")
-    nms_sigma: float = Field(0.5, gt=0, description="Gaussian Soft-NMS sigma")
+    score_threshold: float = Field(
+        0.001, ge=0, lt=1, description="candidates not above are dropped (pre_nms_thresh)"
+    )
+    pre_nms_topk: int = Field(
+        2000, ge=1, description="best candidates kept before NMS, per topk_per (pre_nms_topk)"
+    )
+    topk_per: Literal["level", "video"] = Field(
+        "level",
+        description="pre_nms_topk per pyramid level (ActionFormer) or over the whole video "
+        "(former)",
+    )
+    duration_threshold: float = Field(
+        0.05,
+        ge=0,
+        description="candidates not longer than this many feature steps are dropped "
+        "(ActionFormer duration_thresh: 0.05, 0.001 in its ActivityNet config); 0: only "
+        "empty ones (former)",
+    )
+    nms_method: Literal["soft", "hard", "linear", "none"] = Field(
+        "soft",
+        description="soft: Gaussian Soft-NMS (nms_sigma); hard: NMS at iou_threshold; "
+        "linear: linear Soft-NMS; none: no suppression",
+    )
+    iou_threshold: float = Field(
+        0.1, ge=0, le=1, description="tIoU at which hard and linear NMS suppress"
+    )
+    nms_sigma: float = Field(
+        0.5, gt=0, description="Gaussian Soft-NMS sigma (ActionFormer 0.5; ActivityNet 0.75)"
+    )
     min_score: float = Field(0.001, ge=0, description="detections decayed below are dropped")
-    max_detections: int = Field(200, ge=1, description="detections kept per video")
+    max_detections: int = Field(
+        200, ge=1, description="detections kept per video (max_seg_num: 200; ActivityNet 100)"
+    )
+    multiclass_nms: bool = Field(
+        True,
+        description="NMS within each class (THUMOS14); false: over all classes together "
+        "(ActionFormer's ActivityNet setting, with external_scores)",
+    )
+    voting_threshold: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="segment voting after class-agnostic NMS (multiclass_nms false only, as "
+        "ActionFormer): kept segments averaged with candidates of tIoU >= this (0.7 THUMOS14, "
+        "0.9 ActivityNet); 0 disables",
+    )
+    external_scores: str | None = Field(
+        None,
+        description="JSON of video-level class scores ({'results': {video: [scores]}}, "
+        "optionally 'class': [names]); detections are relabelled with its top classes "
+        "(ActionFormer's ext_score_file); null: none",
+    )
+    external_topk: int = Field(
+        2, ge=1, description="classes of external_scores each detection is repeated for"
+    )
 
 
 class EvaluationConfig(_Section):

@@ -1,20 +1,36 @@
 """From the localizer's per-level outputs to scored segments in seconds.
 
-Three steps, each a function: ``decode_video`` turns one video's outputs into candidate
-segments in feature steps, ``soft_nms`` suppresses duplicates per class, and
-``to_seconds_rows`` converts to seconds (clipped to the video) as rows for
-``tal.data.predictions.Detections.from_rows``. Post-processing runs on the CPU in float32/64.
+The steps, each a function: ``decode_video`` turns one video's outputs into candidate
+segments in feature steps, ``batched_nms`` suppresses duplicates (Soft-NMS per class or over
+all classes, then optional segment voting), ``fuse_external_scores`` optionally relabels the
+survivors with a video-level classifier's top classes, and ``to_seconds_rows`` converts to
+seconds (clipped to the video) as rows for ``tal.data.predictions.Detections.from_rows``.
+Post-processing runs on the CPU in float32/64.
+
+Parity with ActionFormer (happyharrycn/actionformer_release: ``PtTransformer.
+inference_single_video`` and ``postprocessing`` in libs/modeling/meta_archs.py,
+``batched_nms``/``seg_voting`` in libs/utils/nms.py, ``postprocess_results`` in
+libs/utils/postprocessing.py) is the default; the former behaviour of this project stays
+available through ``topk_per="video"``, ``duration_threshold=0``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from features.errors import UserInputError
 from tal.data.timing import FeatureTiming
+
+TopkPer = Literal["level", "video"]
 
 
 @torch.no_grad()
@@ -25,33 +41,50 @@ def decode_video(
     strides: Sequence[int],
     score_threshold: float = 0.001,
     pre_nms_topk: int = 2000,
+    topk_per: TopkPer = "level",
+    duration_threshold: float = 0.05,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One video's candidates ``(segments [K, 2] steps, scores [K], labels [K])`` on the CPU.
 
     Every (valid point, class) pair is a candidate scored by the sigmoid of its logit; those
-    above ``score_threshold`` are kept, then the ``pre_nms_topk`` best (sorted by decreasing
-    score). Point j of a level with stride s gives ``[j*s - d_start*s, j*s + d_end*s]``;
-    segments of zero or negative length are dropped.
+    above ``score_threshold`` are kept, then the ``pre_nms_topk`` best, sorted by decreasing
+    score: on each pyramid level separately (``topk_per="level"``, ActionFormer: up to
+    ``levels * pre_nms_topk`` candidates, levels in order) or over the whole video
+    (``"video"``, the former rule). Point j of a level with stride s gives
+    ``[j*s - d_start*s, j*s + d_end*s]``; segments not longer than ``duration_threshold``
+    feature steps are then dropped (ActionFormer's ``duration_thresh``, measured like its
+    segments on the feature grid, i.e. in feature steps; 0 drops only empty and negative
+    ones, the former rule).
     """
-    positions, point_strides = [], []
-    for length, stride in zip((x.shape[0] for x in cls_logits), strides, strict=True):
-        positions.append(torch.arange(length, dtype=torch.float32) * stride)
-        point_strides.append(torch.full((length,), float(stride)))
-    pos = torch.cat(positions)
-    step = torch.cat(point_strides)
+    if topk_per not in ("level", "video"):
+        raise ValueError(f"topk_per must be 'level' or 'video', got {topk_per!r}")
+    lengths = [x.shape[0] for x in cls_logits]
+    pos = torch.cat(
+        [torch.arange(n, dtype=torch.float32) * s for n, s in zip(lengths, strides, strict=True)]
+    )
+    step = torch.cat([torch.full((n,), float(s)) for n, s in zip(lengths, strides, strict=True)])
     logits = torch.cat([x.detach().float().cpu() for x in cls_logits])  # [P, C]
     dist = torch.cat([x.detach().float().cpu() for x in offsets])  # [P, 2]
     valid = torch.cat([x.detach().cpu().bool() for x in masks])  # [P]
-
     num_classes = logits.shape[1]
     scores = torch.sigmoid(logits).masked_fill(~valid[:, None], 0.0).flatten()
-    keep = torch.nonzero(scores > score_threshold).squeeze(1)
-    top = scores[keep].topk(min(pre_nms_topk, keep.numel())).indices
-    idx = keep[top]
+
+    def top(lo: int, hi: int) -> Tensor:
+        """Flat indices in ``[lo, hi)`` of the ``pre_nms_topk`` best scores above the
+        threshold, best first (ties in index order)."""
+        keep = lo + torch.nonzero(scores[lo:hi] > score_threshold).squeeze(1)
+        order = torch.sort(scores[keep], descending=True, stable=True).indices
+        return keep[order[:pre_nms_topk]]
+
+    if topk_per == "level":
+        bounds = np.cumsum([0, *lengths]) * num_classes
+        idx = torch.cat([top(int(a), int(b)) for a, b in pairwise(bounds)])
+    else:
+        idx = top(0, scores.numel())
     point, labels = idx // num_classes, idx % num_classes
     start = pos[point] - dist[point, 0] * step[point]
     end = pos[point] + dist[point, 1] * step[point]
-    ok = end > start
+    ok = (end - start) > duration_threshold
     segments = torch.stack([start, end], dim=1)[ok]
     return segments, scores[idx][ok], labels[ok]
 
@@ -88,9 +121,9 @@ def _soft_nms_one_class(
         if method == "gaussian":
             scores[alive] *= np.exp(-(iou**2) / sigma)
         elif method == "linear":
-            scores[alive] *= np.where(iou > iou_threshold, 1.0 - iou, 1.0)
+            scores[alive] *= np.where(iou >= iou_threshold, 1.0 - iou, 1.0)
         else:  # hard NMS
-            scores[alive] *= np.where(iou > iou_threshold, 0.0, 1.0)
+            scores[alive] *= np.where(iou >= iou_threshold, 0.0, 1.0)
         alive = alive[scores[alive] >= min_score]
     return np.asarray(kept, dtype=np.int64), np.asarray(kept_scores, dtype=np.float64)
 
@@ -104,14 +137,17 @@ def soft_nms(
     min_score: float = 0.001,
     max_detections: int = 200,
     method: str = "gaussian",
+    class_agnostic: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-class Soft-NMS (Bodla et al. 2017) of one video's candidates.
 
     Repeatedly keeps the highest-scoring remaining segment of a class and decays the others of
     that class by their tIoU with it: ``gaussian`` multiplies by ``exp(-iou^2 / sigma)``,
-    ``linear`` by ``1 - iou`` where ``iou > iou_threshold``, ``hard`` drops those above it.
-    Segments falling below ``min_score`` are discarded. Returns the kept segments with their
-    decayed scores and labels, sorted by decreasing score, at most ``max_detections``.
+    ``linear`` by ``1 - iou`` where ``iou >= iou_threshold``, ``hard`` drops those at or above
+    it (``>=`` as ActionFormer's nms_cpu.cpp). Segments falling below ``min_score`` are
+    discarded. ``class_agnostic`` runs one suppression over all classes (segments of other
+    classes decay each other too). Returns the kept segments with their decayed scores and
+    labels, sorted by decreasing score, at most ``max_detections`` (also per class).
     """
     if method not in ("gaussian", "linear", "hard"):
         raise ValueError(f"method must be 'gaussian', 'linear' or 'hard', got {method!r}")
@@ -119,8 +155,14 @@ def soft_nms(
     scs = scores.detach().cpu().double().numpy().reshape(-1)
     labs = labels.detach().cpu().long().numpy().reshape(-1)
     out_idx, out_scores = [], []
-    for label in np.unique(labs):
-        members = np.flatnonzero(labs == label)
+    groups = (
+        [np.arange(labs.size)]
+        if class_agnostic
+        else [np.flatnonzero(labs == label) for label in np.unique(labs)]
+    )
+    for members in groups:
+        if not members.size:
+            continue
         kept, kept_scores = _soft_nms_one_class(
             segs[members], scs[members], sigma, iou_threshold, min_score, max_detections, method
         )
@@ -137,6 +179,237 @@ def soft_nms(
         torch.from_numpy(new_scores).to(scores.dtype),
         torch.from_numpy(labs[idx]).to(labels.dtype),
     )
+
+
+def segment_voting(
+    kept: Tensor, candidates: Tensor, candidate_scores: Tensor, iou_threshold: float
+) -> Tensor:
+    """Each kept segment replaced by the average of the candidates overlapping it.
+
+    ActionFormer's ``seg_voting`` (box voting): candidate j votes for kept segment i with
+    weight ``score_j * tIoU(i, j)`` when ``tIoU(i, j) >= iou_threshold``; the kept segment is
+    the weighted mean of its voters' boundaries. ``candidates`` are all pre-NMS segments with
+    their original scores, so each kept segment votes for itself (tIoU 1).
+    """
+    if kept.numel() == 0 or candidates.numel() == 0:
+        return kept
+    k = kept.double()[:, None, :]
+    c = candidates.double()[None, :, :]
+    inter = (torch.minimum(k[..., 1], c[..., 1]) - torch.maximum(k[..., 0], c[..., 0])).clamp(min=0)
+    union = (k[..., 1] - k[..., 0]) + (c[..., 1] - c[..., 0]) - inter
+    iou = inter / union.clamp(min=1e-12)
+    weights = (iou >= iou_threshold).double() * candidate_scores.double()[None, :] * iou
+    weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+    return (weights @ candidates.double()).to(kept.dtype)
+
+
+NmsMethod = Literal["soft", "hard", "linear", "none"]
+_NMS_KERNEL = {"soft": "gaussian", "hard": "hard", "linear": "linear"}
+
+
+def batched_nms(
+    segments: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    method: NmsMethod = "soft",
+    iou_threshold: float = 0.1,
+    sigma: float = 0.5,
+    min_score: float = 0.001,
+    max_detections: int = 200,
+    multiclass: bool = True,
+    voting_threshold: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """ActionFormer's ``batched_nms`` on one video's candidates.
+
+    ``method`` ``soft`` is Gaussian Soft-NMS (``sigma``), ``hard`` plain NMS at
+    ``iou_threshold``, ``linear`` linear Soft-NMS, ``none`` no suppression (the best
+    ``max_detections`` by score). ``multiclass`` suppresses within each class; otherwise
+    over all classes together, and then, when ``voting_threshold > 0``, refines each kept
+    segment by ``segment_voting`` over all candidates (ActionFormer votes only in this
+    class-agnostic case: with per-class NMS a class has too few candidates to vote).
+    Results are sorted by decreasing score, at most ``max_detections``.
+    """
+    if method not in ("soft", "hard", "linear", "none"):
+        raise ValueError(f"method must be soft, hard, linear or none, got {method!r}")
+    if method == "none":
+        order = torch.sort(scores, descending=True, stable=True).indices[:max_detections]
+        return segments[order], scores[order], labels[order]
+    kept_segs, kept_scores, kept_labels = soft_nms(
+        segments,
+        scores,
+        labels,
+        sigma=sigma,
+        iou_threshold=iou_threshold,
+        min_score=min_score,
+        max_detections=max_detections,
+        method=_NMS_KERNEL[method],
+        class_agnostic=not multiclass,
+    )
+    if not multiclass and voting_threshold > 0:
+        kept_segs = segment_voting(kept_segs, segments, scores, voting_threshold)
+    return kept_segs, kept_scores, kept_labels
+
+
+# THUMOS14's 20 detection classes and their index among THUMOS's 101 classes (``type_idx``
+# of the THUMOS14 annotation CSVs, e.g. G-TAD's test_Annotation.csv)
+THUMOS14_CLASS_INDEX = {
+    "BaseballPitch": 7,
+    "BasketballDunk": 9,
+    "Billiards": 12,
+    "CleanAndJerk": 21,
+    "CliffDiving": 22,
+    "CricketBowling": 23,
+    "CricketShot": 24,
+    "Diving": 26,
+    "FrisbeeCatch": 31,
+    "GolfSwing": 33,
+    "HammerThrow": 36,
+    "HighJump": 40,
+    "JavelinThrow": 45,
+    "LongJump": 51,
+    "PoleVault": 68,
+    "Shotput": 79,
+    "SoccerPenalty": 85,
+    "TennisSwing": 92,
+    "ThrowDiscus": 93,
+    "VolleyballSpiking": 97,
+}
+
+
+@dataclass(frozen=True)
+class ExternalScores:
+    """Video-level class scores of an external classifier, read from a JSON file.
+
+    The layout ActionFormer's ``postprocess_results`` reads (the CUHK ActivityNet file
+    ``cuhk_val_simp_share.json``): ``{"results": {VIDEO_ID: [score per class, ...]}}`` or the
+    bare ``{VIDEO_ID: [...]}``. Columns follow the label map (as ActionFormer indexes them by
+    its label ids) unless the file names them in a ``"class"`` list, which is then matched to
+    the label names by name. Video ids are matched as given, then with the ``v_`` prefix of
+    ActivityNet ids removed or added. ``load`` also reads THUMOS14's UntrimmedNet ``.npy``.
+    """
+
+    path: str
+    videos: Mapping[str, np.ndarray]
+    classes: tuple[str, ...] | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExternalScores:
+        """Read ``path`` (JSON, or the THUMOS14 UntrimmedNet ``.npy``, see
+        ``load_untrimmednet_npy``); a missing or malformed file is a ``UserInputError``
+        naming it."""
+        name = str(path)
+        if name.endswith(".npy"):
+            return cls.load_untrimmednet_npy(path)
+        try:
+            raw = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserInputError(f"inference.external_scores: {name} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"inference.external_scores: {name} is not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise UserInputError(f"inference.external_scores: {name}: expected a JSON object")
+        classes = raw.get("class")
+        table = raw.get("results", raw if classes is None else None)
+        if not isinstance(table, dict) or not table:
+            raise UserInputError(
+                f"inference.external_scores: {name}: expected {{'results': {{video: [scores]}}}}"
+            )
+        if classes is not None and not (
+            isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+        ):
+            raise UserInputError(f"inference.external_scores: {name}: 'class' must list names")
+        videos: dict[str, np.ndarray] = {}
+        for video, row in table.items():
+            try:
+                values = np.asarray(row, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                values = np.zeros(0)
+            if values.size == 0 or (classes is not None and values.size != len(classes)):
+                raise UserInputError(
+                    f"inference.external_scores: {name}: video {video!r} needs a list of "
+                    f"{len(classes) if classes is not None else 'per-class'} scores"
+                )
+            videos[str(video)] = values
+        return cls(name, videos, tuple(classes) if classes is not None else None)
+
+    @classmethod
+    def load_untrimmednet_npy(cls, path: str | Path) -> ExternalScores:
+        """The THUMOS14 UntrimmedNet video-level test scores of G-TAD/BSN-style
+        post-processing (``uNet_test.npy``): a float array ``[videos, 101]`` whose row i is
+        ``video_test_{i+1:07d}`` and whose column k is THUMOS class index k + 1 (the
+        ``type_idx`` of the THUMOS14 annotation CSVs; G-TAD reads it the same way). The 20
+        detection classes are named; the other 81 columns get placeholder names."""
+        name = str(path)
+        try:
+            table = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise UserInputError(f"inference.external_scores: {name} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"inference.external_scores: {name} is not .npy: {exc}") from None
+        if table.ndim != 2 or table.shape[1] != 101:
+            raise UserInputError(
+                f"inference.external_scores: {name}: expected [videos, 101] UntrimmedNet "
+                f"scores, got shape {list(table.shape)}"
+            )
+        columns = [f"thumos_class_{k + 1}" for k in range(101)]
+        for label, index in THUMOS14_CLASS_INDEX.items():
+            columns[index - 1] = label
+        videos = {f"video_test_{i + 1:07d}": row.astype(np.float64) for i, row in enumerate(table)}
+        return cls(name, videos, tuple(columns))
+
+    def for_labels(self, label_names: Sequence[str] | None) -> ExternalScores:
+        """The same scores with columns in ``label_names`` order (when the file names its
+        classes and the names are known); a label the file lacks is an error."""
+        if self.classes is None or label_names is None:
+            return self
+        column = {c: i for i, c in enumerate(self.classes)}
+        missing = [n for n in label_names if n not in column]
+        if missing:
+            raise UserInputError(
+                f"inference.external_scores: {self.path} has no scores for {missing[:5]}"
+            )
+        idx = np.asarray([column[n] for n in label_names], dtype=np.int64)
+        return ExternalScores(
+            self.path, {v: s[idx] for v, s in self.videos.items()}, tuple(label_names)
+        )
+
+    def video(self, video_id: str, num_classes: int) -> np.ndarray:
+        """``video_id``'s ``num_classes`` scores (an error names the file when it has none)."""
+        for key in (video_id, video_id.removeprefix("v_"), "v_" + video_id):
+            if key in self.videos:
+                row = self.videos[key]
+                if row.size != num_classes:
+                    raise UserInputError(
+                        f"inference.external_scores: {self.path}: video {key!r} has "
+                        f"{row.size} class scores, the model {num_classes} classes"
+                    )
+                return row
+        raise UserInputError(f"inference.external_scores: {self.path} has no video {video_id!r}")
+
+
+def fuse_external_scores(
+    segments: Tensor,
+    scores: Tensor,
+    video_scores: np.ndarray,
+    topk: int = 2,
+    max_segments: int = 200,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """ActionFormer's score fusion with a video-level classifier (``postprocess_results``).
+
+    The ``max_segments`` best segments (by score) are taken whatever their class, and each is
+    repeated for the ``topk`` classes the classifier scores highest, with score
+    ``sqrt(class_score * segment_score)`` and that class as label; rows come class by class
+    (best class first), as in the official code. Returns ``(segments, scores, labels)``.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices[:max_segments]
+    segs = segments[order].double()
+    seg_scores = scores[order].double()
+    cls_scores = torch.as_tensor(np.asarray(video_scores, dtype=np.float64))
+    top = torch.sort(cls_scores, descending=True, stable=True).indices[:topk]
+    fused = torch.sqrt(cls_scores[top][:, None] * seg_scores[None, :]).flatten()
+    out_segs = segs.repeat(len(top), 1)
+    out_labels = top[:, None].expand(len(top), len(order)).flatten()
+    return out_segs.to(segments.dtype), fused.to(scores.dtype), out_labels.long()
 
 
 def to_seconds_rows(

@@ -9,12 +9,34 @@ features is ``[-0.5, T - 0.5]``. Segments are clipped to that range (annotations
 at 0 s, before the centre of the first feature); a segment left empty (entirely outside the
 features, or of zero length) is dropped.
 
-Training crops long videos to ``max_seq_len`` features (a random window, deterministic for
-``seed``, the epoch set by ``set_epoch`` and the item index) so that batches stay bounded;
-evaluation never crops. ``collate`` pads a batch to a length divisible by the pyramid's
-largest stride and returns validity masks (True = real feature).
+Training crops videos as ActionFormer's ``truncate_feats`` (``libs/datasets/data_utils.py``
+of the official release) does, deterministic for ``seed``, the epoch set by ``set_epoch`` and
+the item index; evaluation never crops:
 
-``PairDataset`` serves the pairs table (video_a, video_b) for inter-video attention.
+- a video longer than ``max_seq_len`` gets a random window of ``max_seq_len`` features; with
+  ``crop_ratio`` ``(lo, hi)`` an annotated video of ``T <= max_seq_len`` features gets a random
+  window of ``L`` features, ``L`` drawn uniformly from ``[max(round(lo T), 1), min(round(hi T),
+  T)]`` (``L == T`` leaves it whole). ActionFormer's THUMOS14 and ActivityNet recipes use
+  ``(0.9, 1.0)``; longer videos are never shortened below ``max_seq_len``.
+- an instance is kept when its overlap with the window is at least ``trunc_threshold`` of its
+  length; up to ``crop_tries`` random windows (ActionFormer: 200) are drawn until one keeps an
+  instance, else the last one drawn is used (kept empty).
+- ``crop_bounds``: the range a window covers. ``actionformer``: from half a clip before its
+  first feature's centre to half a clip after the step *after* its last feature
+  (``[start - o, start + L + o]``, ``o = clip_length / (2 stride)``, ActionFormer's
+  ``[st - offset, ed + offset]`` with ``ed`` exclusive); ``feature_range`` (our former crop):
+  ``[start - 0.5, start + L - 0.5]``. Kept instances are clipped to that range.
+- a video without instances is only cropped when longer than ``max_seq_len`` (ActionFormer
+  does not truncate it at all; we must, to bound the batch).
+
+The former crop is ``crop_ratio=None, crop_tries=10, crop_bounds="feature_range"``.
+``collate`` pads a batch to a length divisible by the pyramid's largest stride and returns
+validity masks (True = real feature).
+
+``PairDataset`` serves the pairs table (video_a, video_b) for inter-video attention. With
+``pair_crop="shared_action"`` both videos of a pair are cropped around an instance of a class
+they share (see ``PairDataset``), so that inter-video attention sees the shared action in both
+crops; ``independent`` crops them as two unrelated items (the former behaviour).
 """
 
 from __future__ import annotations
@@ -24,7 +46,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -48,8 +70,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CROP_TRIES = 10
-"""Random windows tried per item to find one that keeps at least one instance."""
+CROP_TRIES = 200
+"""Random windows tried per item to find one that keeps an instance (ActionFormer's
+``max_num_trials``; our former crop tried 10)."""
+CropBounds = Literal["actionformer", "feature_range"]
+PairCrop = Literal["shared_action", "independent"]
 DEFAULT_CACHE_BYTES = 256 * 2**20
 DURATION_TOLERANCE_S, DURATION_TOLERANCE = 1.0, 0.05
 """Annotated and stored durations further apart than both of these count as different."""
@@ -108,21 +133,38 @@ def clip_segments(segments: np.ndarray, length: int) -> tuple[np.ndarray, np.nda
 
 
 def crop_segments(
-    segments: np.ndarray, start: int, length: int, threshold: float
+    segments: np.ndarray,
+    start: int,
+    length: int,
+    threshold: float,
+    bounds: tuple[float, float] = (0.5, -0.5),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segments seen through the window of features ``start .. start + length - 1``.
 
-    A segment is kept when its overlap with the window's range ``[start - 0.5,
-    start + length - 0.5]`` is positive and at least ``threshold`` of its own length; kept
-    segments are clipped to the window and shifted to window coordinates (feature ``start``
-    becomes step 0). Returns the kept segments and the bool mask of kept rows.
+    The window covers ``[start - bounds[0], start + length + bounds[1]]``: the default
+    ``(0.5, -0.5)`` is the features' own range; ``window_bounds`` gives ActionFormer's. A
+    segment is kept when its overlap with that range is positive and at least ``threshold``
+    of its own length; kept segments are clipped to the range and shifted to window
+    coordinates (feature ``start`` becomes step 0). Returns the kept segments and the bool
+    mask of kept rows.
     """
     segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-    low, high = start - 0.5, start + length - 0.5
+    low, high = start - bounds[0], start + length + bounds[1]
     overlap = np.minimum(segments[:, 1], high) - np.maximum(segments[:, 0], low)
     keep = (overlap > 0) & (overlap >= threshold * (segments[:, 1] - segments[:, 0]))
     kept = np.clip(segments[keep], low, high) - start
     return kept, keep
+
+
+def window_bounds(kind: CropBounds, timing: FeatureTiming) -> tuple[float, float]:
+    """``bounds`` of ``crop_segments`` for ``crop_bounds`` ``kind`` (see the module
+    docstring): ActionFormer's ``(o, o)`` with ``o`` half a clip in steps, or ``(0.5, -0.5)``."""
+    if kind == "feature_range":
+        return (0.5, -0.5)
+    if kind == "actionformer":
+        half = timing.clip_length / (2 * timing.stride)
+        return (half, half)
+    raise ValueError(f"crop_bounds must be 'actionformer' or 'feature_range', got {kind!r}")
 
 
 class _LRU:
@@ -172,8 +214,9 @@ class FeatureDataset(Dataset):
     warning; none usable is a DatasetError. Videos without instances are kept (all
     background; the evaluation sets need them). ``modalities`` (default: all of the store's,
     in the store's order) are concatenated along channels. With ``training`` and
-    ``max_seq_len``, longer videos are cropped (see the module docstring); ``set_epoch``
-    changes the windows from one epoch to the next.
+    ``max_seq_len``, videos are cropped as the module docstring says (``crop_ratio``,
+    ``trunc_threshold``, ``crop_tries``, ``crop_bounds``); ``set_epoch`` changes the windows
+    from one epoch to the next.
 
     With ``weak`` (weakly supervised training) only the classes of each video's instances
     are read, never their segments: items carry no segments and ``labels`` are the video's
@@ -195,6 +238,9 @@ class FeatureDataset(Dataset):
         seed: int = 0,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         weak: bool = False,
+        crop_ratio: tuple[float, float] | None = (0.9, 1.0),
+        crop_tries: int = CROP_TRIES,
+        crop_bounds: CropBounds = "actionformer",
     ):
         self._store: FeatureStore | None = (
             store if isinstance(store, FeatureStore) else open_store(store)
@@ -210,6 +256,21 @@ class FeatureDataset(Dataset):
             raise DatasetError(f"trunc_threshold must lie in [0, 1], got {trunc_threshold!r}")
         if seed < 0:
             raise DatasetError(f"seed must be >= 0, got {seed}")
+        if crop_ratio is not None:
+            if len(crop_ratio) != 2 or not 0.0 < crop_ratio[0] <= crop_ratio[1] <= 1.0:
+                raise DatasetError(
+                    f"crop_ratio must be (lo, hi) with 0 < lo <= hi <= 1, got {crop_ratio!r}"
+                )
+            crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
+        if crop_tries < 1:
+            raise DatasetError(f"crop_tries must be >= 1, got {crop_tries}")
+        if crop_bounds not in ("actionformer", "feature_range"):
+            raise DatasetError(
+                f"crop_bounds must be 'actionformer' or 'feature_range', got {crop_bounds!r}"
+            )
+        self.crop_ratio = crop_ratio
+        self.crop_tries = int(crop_tries)
+        self.crop_bounds: CropBounds = crop_bounds
         self.max_seq_len = max_seq_len
         self.weak = bool(weak)
         self.training = training
@@ -383,19 +444,24 @@ class FeatureDataset(Dataset):
         """Label indices of item ``index``'s whole video, from memory (no feature read)."""
         return self._entries[index].labels
 
-    def load(self, index: int, stream: int = 0) -> VideoItem:
+    def load(self, index: int, stream: int = 0, keep_label: int | None = None) -> VideoItem:
         """Item ``index``; ``stream`` picks an independent crop (PairDataset uses it so that
-        a video's crop in one pair does not fix its crop in every other pair)."""
+        a video's crop in one pair does not fix its crop in every other pair). With
+        ``keep_label`` a training crop is a window that keeps a random instance of that class
+        (when the video has one that some window keeps); see ``PairDataset``."""
         entry = self._entries[index]
         feats = self._features(entry.video_id)
         segments, labels, offset = entry.segments, entry.labels, 0
         length = entry.num_features
-        if self.training and self.max_seq_len is not None and length > self.max_seq_len:
+        if self.training and self.max_seq_len is not None:
             if self.weak:  # no segments to keep: resample the whole video
-                feats = feats[self._resample(length, index, stream)]
+                if length > self.max_seq_len:
+                    feats = feats[self._resample(length, index, stream)]
             else:
-                offset, segments, labels = self._crop(entry, index, stream)
-                feats = feats[offset : offset + self.max_seq_len]
+                window = self._crop(entry, index, stream, keep_label)
+                if window is not None:
+                    offset, size, segments, labels = window
+                    feats = feats[offset : offset + size]
         return VideoItem(
             video_id=entry.video_id,
             feats=torch.from_numpy(np.array(feats.T, dtype=np.float32, order="C")),
@@ -423,24 +489,65 @@ class FeatureDataset(Dataset):
         picks = np.floor(bins[:-1] + draw * (bins[1:] - bins[:-1])).astype(np.int64)
         return np.clip(picks, 0, length - 1)
 
-    def _crop(self, entry: _Entry, index: int, stream: int) -> tuple[int, np.ndarray, np.ndarray]:
+    def _crop(
+        self, entry: _Entry, index: int, stream: int, keep_label: int | None = None
+    ) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+        """``(start, length, segments, labels)`` of the training window, or None to keep the
+        whole video (see the module docstring)."""
         assert self.max_seq_len is not None
         generator = self._generator(index, stream)
-        starts = entry.num_features - self.max_seq_len + 1
-        tries = CROP_TRIES if len(entry.labels) else 1
-        first = None
-        for _ in range(tries):
+        total = entry.num_features
+        has_instances = len(entry.labels) > 0
+        size = self.max_seq_len
+        if total <= self.max_seq_len:
+            if self.crop_ratio is None or not has_instances:
+                return None
+            low = max(round(self.crop_ratio[0] * total), 1)
+            high = min(round(self.crop_ratio[1] * total), total)
+            size = int(torch.randint(low, high + 1, (1,), generator=generator).item())
+            if size == total:
+                return None
+        bounds = window_bounds(self.crop_bounds, entry.timing)
+        starts = total - size + 1
+        if keep_label is not None:
+            start = self._start_keeping(entry, size, keep_label, bounds, generator)
+            if start is not None:
+                kept, keep = crop_segments(
+                    entry.segments, start, size, self.trunc_threshold, bounds
+                )
+                return start, size, kept, entry.labels[keep]
+        window = None
+        for _ in range(self.crop_tries if has_instances else 1):
             start = int(torch.randint(starts, (1,), generator=generator).item())
-            kept, keep = crop_segments(
-                entry.segments, start, self.max_seq_len, self.trunc_threshold
-            )
-            window = (start, kept, entry.labels[keep])
+            kept, keep = crop_segments(entry.segments, start, size, self.trunc_threshold, bounds)
+            window = (start, size, kept, entry.labels[keep])
             if keep.any():
-                return window
-            if first is None:
-                first = window
-        assert first is not None
-        return first
+                break
+        return window  # ActionFormer keeps the last window drawn when none keeps an instance
+
+    def _start_keeping(
+        self,
+        entry: _Entry,
+        size: int,
+        label: int,
+        bounds: tuple[float, float],
+        generator: torch.Generator,
+    ) -> int | None:
+        """A random start of a ``size`` window that keeps a random instance of ``label``
+        (drawn among the instances some window keeps), or None when there is none."""
+        starts = np.arange(entry.num_features - size + 1)
+        low, high = starts - bounds[0], starts + size + bounds[1]
+        choices = []
+        for row in np.flatnonzero(entry.labels == label):
+            s, e = entry.segments[row]
+            overlap = np.minimum(e, high) - np.maximum(s, low)
+            ok = (overlap > 0) & (overlap >= self.trunc_threshold * (e - s))
+            if ok.any():
+                choices.append(starts[ok])
+        if not choices:
+            return None
+        pick = choices[int(torch.randint(len(choices), (1,), generator=generator).item())]
+        return int(pick[int(torch.randint(len(pick), (1,), generator=generator).item())])
 
     def _features(self, video_id: str) -> np.ndarray:
         feats = self._cache.get(video_id)
@@ -567,10 +674,23 @@ class PairDataset(Dataset):
     kept row gets one entry paired with itself (listed in ``self_paired``; the item is then
     the same object on both sides), so an epoch visits every video at least once as
     ``item_a``. Entries come in table order, then the self pairs in ``base`` order.
+
+    ``pair_crop`` (when ``base`` crops): ``shared_action`` draws, per pair and epoch, one class
+    the two videos share (from their annotations; the table's ``shared_labels`` is not
+    needed) and crops each video to a window that keeps a random instance of it, so both
+    crops contain the shared action; a pair without a shared class, or a video whose
+    instances of it no window keeps, falls back to the plain crop. ``independent`` crops the
+    two videos as unrelated items (the former behaviour, and right for methods that take no
+    partner: there the pairs are only a way to walk the videos).
     """
 
-    def __init__(self, base: FeatureDataset, pairs: Any):
+    def __init__(self, base: FeatureDataset, pairs: Any, pair_crop: PairCrop = "independent"):
+        if pair_crop not in ("shared_action", "independent"):
+            raise DatasetError(
+                f"pair_crop must be 'shared_action' or 'independent', got {pair_crop!r}"
+            )
         self.base = base
+        self.pair_crop: PairCrop = pair_crop
         rows = _pair_rows(pairs)
         self.pairs: list[tuple[int, int]] = []
         self.dropped: list[tuple[str, str]] = []
@@ -603,10 +723,28 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[VideoItem, VideoItem]:
         index_a, index_b = self.pairs[index]
-        item_a = self.base.load(index_a, stream=2 * index + 1)
         if index_a == index_b:
+            item_a = self.base.load(index_a, stream=2 * index + 1)
             return item_a, item_a
-        return item_a, self.base.load(index_b, stream=2 * index + 2)
+        label = self.shared_label(index) if self.pair_crop == "shared_action" else None
+        return (
+            self.base.load(index_a, stream=2 * index + 1, keep_label=label),
+            self.base.load(index_b, stream=2 * index + 2, keep_label=label),
+        )
+
+    def shared_label(self, index: int) -> int | None:
+        """The class pair ``index`` is cropped around in this epoch: one of the classes its
+        two videos share, drawn uniformly (None when they share none)."""
+        index_a, index_b = self.pairs[index]
+        shared = sorted(
+            set(self.base.labels(index_a).tolist()) & set(self.base.labels(index_b).tolist())
+        )
+        if not shared:
+            return None
+        if len(shared) == 1:
+            return int(shared[0])
+        draw = torch.randint(len(shared), (1,), generator=self.base._generator(index, 0))
+        return int(shared[int(draw.item())])
 
 
 def _pair_rows(pairs: Any) -> list[tuple[str, str]]:

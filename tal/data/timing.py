@@ -4,6 +4,11 @@ Feature i of a video is centred at ``(i * stride + clip_length / 2) / fps`` seco
 (``features.clips.feature_centers``). The localizer works in *feature steps*, a continuous
 coordinate in which feature i sits at step i, so a segment ``[s, e]`` in seconds becomes
 ``[(s * fps - clip_length / 2) / stride, (e * fps - clip_length / 2) / stride]``.
+
+``fps`` is per video when the video's metadata has one. Resized (ActivityNet-style) stores,
+``tal import-features --resized``, use it as the feature rate: ``stride = clip_length = 1``
+and ``fps = T / duration``, so step i sits at ``(i + 0.5) * duration / T`` seconds
+(ActionFormer's convention for fixed-length features).
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ def infer_from_checkpoint(
         dataset,
         trained.label_names,
         torch_device,
-        post=PostprocessSettings.from_config(config.inference),
+        post=PostprocessSettings.from_config(config.inference, trained.label_names),
         assets=trained.assets,
     )
     result = None

@@ -4,6 +4,12 @@
 truth in feature steps into ``cls_loss + reg_weight * reg_loss``, both divided by an
 exponential moving average of the number of positive points, as ActionFormer does, so the
 loss scale does not jump with the number of actions in a batch.
+
+Parity with ActionFormer (``PtTransformer.losses`` in happyharrycn/actionformer_release):
+the focal loss is summed over every valid (point, class) pair, the DIoU loss over positive
+points, both divided by the same normaliser; the normaliser starts at ``init_loss_norm``
+(100 in its THUMOS14 config, 200 in ActivityNet's) and moves with momentum 0.9 after every
+batch, before the batch's loss is divided by it.
 """
 
 from __future__ import annotations
@@ -77,11 +83,20 @@ def diou_loss_1d(pred: Tensor, target: Tensor, reduction: str = "sum", eps: floa
 class LocalizationLoss(nn.Module):
     """Assigns targets per video and computes the normalised focal + DIoU loss.
 
-    The normaliser (buffer ``normalizer``; 0 = not yet set) is an exponential moving average
-    of the number of positive points per batch: the first training call sets it to
-    ``max(num_pos, 1)``, later ones to ``m * old + (1 - m) * max(num_pos, 1)``. It is updated
-    only in training mode (``loss.train()``, the default), so validation losses leave it
-    alone; it travels with ``state_dict()`` / ``load_state_dict()``.
+    The normaliser (buffer ``normalizer``) is an exponential moving average of the number of
+    positive points per batch: every training call sets it to
+    ``m * old + (1 - m) * max(num_pos, 1)`` and divides that batch's loss by the new value.
+    It starts at ``normalizer_init`` (ActionFormer's ``init_loss_norm``, 100 by default, as in
+    its THUMOS14 config). ``normalizer_init`` 0 or None keeps the older rule of this project:
+    the buffer stays 0 (= not yet set) until the first training call sets it to
+    ``max(num_pos, 1)`` itself. It is updated only in training mode (``loss.train()``, the
+    default), so validation losses leave it alone; it travels with ``state_dict()`` /
+    ``load_state_dict()``.
+
+    Under data parallelism ``num_pos`` is the count over all ranks (``reduce_count``), so
+    every rank holds the same normaliser, the one a single process would have on the global
+    batch. (ActionFormer's own DDP runs keep one normaliser per GPU on its local count; ours
+    is what its single-GPU runs, the published ones, do.)
     """
 
     normalizer: Tensor
@@ -94,6 +109,7 @@ class LocalizationLoss(nn.Module):
         label_smoothing: float = 0.0,
         normalizer_momentum: float = 0.9,
         regression_ranges: Sequence[tuple[float, float]] | None = None,
+        normalizer_init: float | None = 100.0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -102,7 +118,14 @@ class LocalizationLoss(nn.Module):
         self.label_smoothing = label_smoothing
         self.normalizer_momentum = normalizer_momentum
         self.regression_ranges = None if regression_ranges is None else list(regression_ranges)
-        self.register_buffer("normalizer", torch.zeros((), dtype=torch.float64))
+        if not 0.0 <= normalizer_momentum < 1.0:
+            raise ValueError(f"normalizer_momentum must lie in [0, 1), got {normalizer_momentum}")
+        if normalizer_init is not None and normalizer_init < 0:
+            raise ValueError(f"normalizer_init must be >= 0 or None, got {normalizer_init}")
+        self.normalizer_init = float(normalizer_init or 0.0)
+        self.register_buffer(
+            "normalizer", torch.full((), self.normalizer_init, dtype=torch.float64)
+        )
         # data parallel: turns this rank's positive count into the count over all ranks, so
         # that the normaliser is the one a single process would have on the global batch
         self.reduce_count: Callable[[float], float] | None = None

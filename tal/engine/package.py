@@ -104,7 +104,7 @@ class PackagedLocalizer(nn.Module):
             duration,
             self.label_names,
             device,
-            post=PostprocessSettings.from_config(config.inference),
+            post=PostprocessSettings.from_config(config.inference, self.label_names),
             assets=self._assets(method),
         )
         return Detections.from_rows(rows)
@@ -122,6 +122,6 @@ class PackagedLocalizer(nn.Module):
             dataset,
             self.label_names,
             device,
-            post=PostprocessSettings.from_config(config.inference),
+            post=PostprocessSettings.from_config(config.inference, self.label_names),
             assets=self._assets(method),
         )

@@ -4,10 +4,11 @@ Every epoch walks the cross-video pairs in global batches; the method (``tal.met
 owns what happens to a batch: its network, its loss and its step (I2Net runs the two videos
 of a pair together; single-video methods take both sides as one batch, so that every method
 sees the same data; CO2-Net trains from video labels). The loop around it is shared: AdamW
-with linear warm-up and cosine decay per step, gradient clipping, an EMA of the weights
-(evaluated and saved), mixed precision on GPU, a checkpoint after every epoch (resumable),
-evaluation with the project's evaluator every ``training.eval_every`` epochs and after the
-last, through the method's decoding.
+(or Adam, ``training.optimizer``) with weight decay on layer weights only
+(``_param_groups``), linear warm-up and cosine decay (or a constant rate) per step,
+gradient clipping, an EMA of the weights (evaluated and saved), mixed precision on GPU, a
+checkpoint after every epoch (resumable), evaluation with the project's evaluator every
+``training.eval_every`` epochs and after the last, through the method's decoding.
 
 Under a process group (Ray Train or torchrun set it up; this module never imports them) the
 model is wrapped in DDP, each rank takes its share of every global batch
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader
 from features.atomic import atomic_write_text
 from features.extractor import pick_device
 from features.store import FeatureStore
-from tal.config import ExperimentConfig, config_from_dict, dump_config
+from tal.config import ExperimentConfig, TrainingConfig, config_from_dict, dump_config
 from tal.data.annotations import AnnotationSet, load_annotations
 from tal.data.dataset import Batch, FeatureDataset, PairDataset, collate_pairs, open_store
 from tal.data.predictions import Detections, write_predictions
@@ -44,7 +45,7 @@ from tal.engine.checkpoint import CheckpointState, save_checkpoint
 from tal.engine.distributed import DistContext
 from tal.engine.ema import ModelEMA
 from tal.engine.inference import predict
-from tal.engine.schedule import warmup_cosine
+from tal.engine.schedule import warmup_schedule
 from tal.evaluation.detection import DetectionResult, evaluate_detection
 from tal.methods import Method, PostprocessSettings, build_method
 from tal.methods.base import InferenceAssets
@@ -89,7 +90,9 @@ def load_data(
     annotations = load_annotations(annotations_path)
     label_map = annotations.label_map()
     store = open_store(store_path)
-    weak = build_method(config.model).supervision == "video_labels"
+    method = build_method(config.model)
+    weak = method.supervision == "video_labels"
+    t = config.training
 
     def dataset(subsets: list[str], training: bool = False) -> FeatureDataset:
         return FeatureDataset(
@@ -102,6 +105,10 @@ def load_data(
             training=training,
             seed=config.seed,
             weak=weak,
+            trunc_threshold=t.trunc_thresh,
+            crop_ratio=t.crop_ratio,
+            crop_tries=t.crop_tries,
+            crop_bounds=t.crop_bounds,
         )
 
     train = dataset(list(config.data.train_subsets), training=True)
@@ -121,24 +128,73 @@ def load_data(
         )
         table = result.table
         notes.append(f"pairs built in memory: {result.summary()}")
-    pairs = PairDataset(train, table)
+    # the pairs only walk the videos of a method without a partner: crop those independently
+    pairs = PairDataset(train, table, t.pair_crop if method.takes_partner else "independent")
     in_dim = int(train[0].feats.shape[0])
     return TrainData(
         annotations, store, train, train_full, val, pairs, list(label_map.names), in_dim, notes
     )
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, object]]:
-    """Weight decay on weight matrices and kernels only (not biases, norms, scales)."""
+DecayOn = Literal["modules", "matrices", "all"]
+# layers whose weights get weight decay under "modules" (ActionFormer's make_optimizer
+# whitelist: Linear, Conv1d and its MaskedConv1D, which here wraps an nn.Conv1d)
+_DECAYED_LAYERS = (torch.nn.Linear, torch.nn.Conv1d)
+
+
+def _param_groups(
+    model: torch.nn.Module, weight_decay: float, decay_on: DecayOn = "modules"
+) -> list[dict[str, object]]:
+    """Two optimiser groups: parameters with weight decay, and the others.
+
+    ``decay_on`` ``modules`` decays only the ``weight`` of ``nn.Linear`` / ``nn.Conv1d`` layers
+    (ActionFormer's ``make_optimizer``: biases, norms, scales and position encodings are not
+    decayed; a parameter of any other module is not either, where ActionFormer would stop
+    with an assertion); ``matrices`` every parameter of 2 or more dimensions (the former
+    rule); ``all`` every parameter (CO2-Net's ``Adam(weight_decay=...)``). Whatever the
+    rule, the names the (unwrapped) network returns from ``no_weight_decay()`` (the timm
+    convention, full dotted parameter names) get none; a listed name that is no parameter
+    is an error.
+    """
+    if decay_on not in ("modules", "matrices", "all"):
+        raise ValueError(f"decay_on must be modules, matrices or all, got {decay_on!r}")
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    net = model.module if isinstance(model, wrappers) else model
+    named = dict(net.named_parameters())
+    exempt = (
+        set(net.no_weight_decay()) if callable(getattr(net, "no_weight_decay", None)) else set()
+    )
+    unknown = sorted(exempt - named.keys())
+    if unknown:
+        raise ValueError(f"no_weight_decay() names parameters the network lacks: {unknown}")
+    if decay_on == "modules":
+        chosen = {
+            f"{prefix}.weight" if prefix else "weight"
+            for prefix, module in net.named_modules()
+            if isinstance(module, _DECAYED_LAYERS) and module.weight is not None
+        }
+    elif decay_on == "matrices":
+        chosen = {name for name, p in named.items() if p.ndim > 1}
+    else:
+        chosen = set(named)
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
-    for p in model.parameters():
+    for name, p in named.items():
         if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
+            (decay if name in chosen and name not in exempt else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def make_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
+    """``training.optimizer`` over ``_param_groups``: AdamW (decoupled weight decay,
+    ActionFormer) or Adam (weight decay added to the gradient, CO2-Net)."""
+    groups = _param_groups(model, training.weight_decay, training.weight_decay_on)
+    if training.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=training.lr)
+    return torch.optim.AdamW(groups, lr=training.lr)
 
 
 class GlobalCountLoss(Protocol):
@@ -195,10 +251,14 @@ class Trainer:
         self.sampler = ShardedBatchSampler(
             len(data.pairs), t.batch_size, self.dist.rank, self.dist.world_size, config.seed
         )
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, t.weight_decay), lr=t.lr)
+        self.optimizer = make_optimizer(self.model, t)
         self.steps_per_epoch = len(self.sampler)
-        self.scheduler = warmup_cosine(
-            self.optimizer, t.warmup_epochs * self.steps_per_epoch, t.epochs * self.steps_per_epoch
+        self.scheduler = warmup_schedule(
+            self.optimizer,
+            t.warmup_epochs * self.steps_per_epoch,
+            t.epochs * self.steps_per_epoch,
+            after=t.schedule,
+            warmup_shape=t.warmup_shape,
         )
         self.amp = self.device.type == "cuda" and t.amp
         self.epoch = 0  # epochs completed
@@ -279,7 +339,7 @@ class Trainer:
             dataset,
             self.data.label_names,
             self.device,
-            post=PostprocessSettings.from_config(self.config.inference),
+            post=PostprocessSettings.from_config(self.config.inference, self.data.label_names),
             assets=self.assets,
         )
 

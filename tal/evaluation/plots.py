@@ -7,7 +7,7 @@ as artifacts and opened anywhere.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -130,4 +130,37 @@ def precision_recall_figure(
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no predictions of the ground truth's classes", ha="center")
+    return _save(fig, path)
+
+
+def training_curves_figure(
+    history: Sequence[Mapping[str, float]],
+    keys: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "",
+) -> Path:
+    """One panel per key of the per-epoch ``history`` (losses, a method's own training
+    signals such as ASL's mean positive weight, validation mAP), against the epoch: the
+    curves a reader checks for collapse or divergence after a run. Keys absent from every
+    row are left out; epochs without a key (validation every N epochs) are skipped."""
+    present = [k for k in keys if any(k in row for row in history)]
+    if not present:
+        raise ValueError(f"training curves: none of {list(keys)} is in the history")
+    cols = min(3, len(present))
+    rows = -(-len(present) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, present, strict=False):
+        points = [
+            (row.get("epoch", i + 1), row[key]) for i, row in enumerate(history) if key in row
+        ]
+        epochs, values = zip(*points, strict=True)
+        ax.plot(epochs, values, marker="." if len(points) < 30 else None, linewidth=1.2)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(present) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)

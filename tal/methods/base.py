@@ -10,8 +10,8 @@ whether it takes a partner video. Shared code never asks which method it runs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
 
 import torch
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from tal.config import InferenceConfig, ModelConfig, TrainingConfig
 from tal.data.dataset import Batch, pad_features, padded_length
+from tal.postprocess import ExternalScores
 
 if TYPE_CHECKING:
     from tal.data.dataset import FeatureDataset
@@ -31,23 +32,50 @@ C = TypeVar("C", bound=ModelConfig)
 
 @dataclass(frozen=True)
 class PostprocessSettings:
-    """The ``inference`` section as decoding reads it (each method uses what applies)."""
+    """The ``inference`` section as decoding reads it (each method uses what applies).
+
+    The defaults are ActionFormer's THUMOS14 test settings (see ``InferenceConfig``);
+    ``external`` holds the loaded ``inference.external_scores`` (None when unset).
+    """
 
     score_threshold: float = 0.001
     pre_nms_topk: int = 2000
+    topk_per: Literal["level", "video"] = "level"
+    duration_threshold: float = 0.05
+    nms_method: Literal["soft", "hard", "linear", "none"] = "soft"
+    iou_threshold: float = 0.1
     nms_sigma: float = 0.5
     min_score: float = 0.001
     max_detections: int = 200
+    multiclass_nms: bool = True
+    voting_threshold: float = 0.7
+    external: ExternalScores | None = field(default=None, compare=False)
+    external_topk: int = 2
 
     @classmethod
-    def from_config(cls, inference: InferenceConfig) -> PostprocessSettings:
-        """From the ``inference`` section of an experiment config."""
+    def from_config(
+        cls, inference: InferenceConfig, label_names: Sequence[str] | None = None
+    ) -> PostprocessSettings:
+        """From the ``inference`` section of an experiment config; reads
+        ``external_scores`` now, so a bad file stops before any video (columns named in the
+        file are put in ``label_names`` order when those are given)."""
+        external = None
+        if inference.external_scores is not None:
+            external = ExternalScores.load(inference.external_scores).for_labels(label_names)
         return cls(
             score_threshold=inference.score_threshold,
             pre_nms_topk=inference.pre_nms_topk,
+            topk_per=inference.topk_per,
+            duration_threshold=inference.duration_threshold,
+            nms_method=inference.nms_method,
+            iou_threshold=inference.iou_threshold,
             nms_sigma=inference.nms_sigma,
             min_score=inference.min_score,
             max_detections=inference.max_detections,
+            multiclass_nms=inference.multiclass_nms,
+            voting_threshold=inference.voting_threshold,
+            external=external,
+            external_topk=inference.external_topk,
         )
 
 

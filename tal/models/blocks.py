@@ -4,6 +4,20 @@ Two layouts are used: convolutions take ``[B, C, T]`` and attention takes ``[B, 
 a mask is always ``[B, T]`` bool with True on real (non-padded) points. Every block leaves
 padded points at exactly zero and never lets them reach a real point, so the outputs on real
 points do not depend on how much padding a video got or on what the padding holds.
+
+Two transformer blocks build the pyramid (``tal.models.localizer``):
+
+- ``ConvTransformerBlock``: ActionFormer's block (official ``TransformerBlock`` with
+  ``MaskedMHCA``/``LocalMaskedMHCA``): queries, keys and values first pass a depthwise
+  convolution and a LayerNorm; with ``stride=2`` these convolutions halve time and the skip
+  path is max-pooled, so the block itself downsamples. Optional drop-path with a learnable
+  per-channel scale (``AffineDropPath``).
+- ``LocalTransformerBlock``: our earlier plain pre-LN block (linear q/k/v), used after a
+  separate ``masked_max_pool`` (``downsample: pool_then_block``).
+
+Where the official code lets padding leak into real points (its convolutions read the
+LayerNorm bias written on padded points, its max-pool sees zeros from padding) we keep the
+guarantee above instead; on unpadded inputs the two agree.
 """
 
 from __future__ import annotations
@@ -132,14 +146,75 @@ class MultiHeadAttention(nn.Module):
         return self.out(out.transpose(1, 2).reshape(b, t, -1))
 
 
-class LocalTransformerBlock(nn.Module):
-    """Pre-LN transformer block whose self-attention sees ``window`` points around each query:
-    ``x + Attn(LN(x))`` then ``x + MLP(LN(x))`` (MLP width 4x), on ``[B, T, D]``."""
+def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
+    """Stochastic depth per sample: in training each sample's ``x`` is zeroed with probability
+    ``drop_prob`` and otherwise divided by ``1 - drop_prob`` (the expectation is kept); the
+    identity in eval or when ``drop_prob`` is 0."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    alive = (keep + torch.rand(shape, dtype=x.dtype, device=x.device)).floor()
+    return x / keep * alive
 
-    def __init__(self, dim: int, num_heads: int, window: int, dropout: float = 0.0) -> None:
+
+class AffineDropPath(nn.Module):
+    """``drop_path(scale * x)`` with a learnable per-channel ``scale`` (init ``1e-4``, a
+    LayerScale), on ``[B, T, D]``: ActionFormer's ``AffineDropPath`` on a residual branch."""
+
+    def __init__(self, dim: int, drop_prob: float, init_scale: float = 1e-4) -> None:
         super().__init__()
-        if window < 1 or window % 2 == 0:
-            raise ValueError(f"window must be odd and >= 1, got {window}")
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
+        self.drop_prob = drop_prob
+        self.scale = nn.Parameter(torch.full((dim,), init_scale))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return drop_path(self.scale * x, self.drop_prob, self.training)
+
+
+def residual_branch(dim: int, drop_prob: float) -> nn.Module:
+    """What wraps a residual update: ``AffineDropPath`` when ``drop_prob > 0``, else the
+    identity (as the official block: no scale either without drop-path)."""
+    return AffineDropPath(dim, drop_prob) if drop_prob > 0 else nn.Identity()
+
+
+def sinusoid_encoding(length: int, dim: int) -> Tensor:
+    """The transformer's sinusoidal table ``[length, dim]``: position p, channel j gets
+    ``sin`` (even j) or ``cos`` (odd j) of ``p / 10000**(2 * (j // 2) / dim)``."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)[None, :]
+    angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    table = torch.where(j.long() % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.float()
+
+
+def position_encoding(table: Tensor, length: int) -> Tensor:
+    """The encoding ``[length, D]`` of a sequence from a ``[max_len, D]`` table: its first
+    ``length`` rows, or, for a sequence longer than the table, the table linearly
+    interpolated to ``length`` (``align_corners=False``), as ActionFormer does at inference."""
+    if length <= table.shape[0]:
+        return table[:length]
+    stretched = F.interpolate(table.T[None], size=length, mode="linear", align_corners=False)
+    return stretched[0].T
+
+
+class LocalTransformerBlock(nn.Module):
+    """Pre-LN transformer block whose self-attention sees ``window`` points around each query
+    (``None``: every point): ``x + Attn(LN(x))`` then ``x + MLP(LN(x))`` (MLP width 4x), on
+    ``[B, T, D]``. Our plain block: linear q/k/v, no downsampling (see the module docstring)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int | None,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if window is not None and (window < 1 or window % 2 == 0):
+            raise ValueError(f"window must be odd and >= 1 (or None: global), got {window}")
         self.window = window
         self.norm_attn = nn.LayerNorm(dim)
         self.attn = MultiHeadAttention(dim, num_heads, dropout)
@@ -151,13 +226,129 @@ class LocalTransformerBlock(nn.Module):
             nn.Linear(4 * dim, dim),
         )
         self.drop = nn.Dropout(dropout)
+        self.path_attn = residual_branch(dim, drop_path)
+        self.path_mlp = residual_branch(dim, drop_path)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         allowed = attention_mask(mask, mask, self.window)
         h = self.norm_attn(x)
-        x = zero_padded(x + self.drop(self.attn(h, h, allowed)), mask)
-        x = zero_padded(x + self.drop(self.mlp(self.norm_mlp(x))), mask)
+        x = zero_padded(x + self.path_attn(self.drop(self.attn(h, h, allowed))), mask)
+        x = zero_padded(x + self.path_mlp(self.drop(self.mlp(self.norm_mlp(x)))), mask)
         return x
+
+
+class MaskedDepthwiseConv(nn.Module):
+    """Depthwise 1-D convolution on ``[B, T, D]`` without bias, kernel 3, padding 1, stride 1
+    or 2 (official: kernel ``stride + 1`` when strided, 3 either way): output j is centred on
+    input ``stride * j``. It reads zeros at padded inputs, and output j is real iff input
+    ``stride * j`` is (the official nearest-neighbour mask)."""
+
+    def __init__(self, dim: int, stride: int = 1) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        kernel = 3
+        self.stride = stride
+        self.conv = nn.Conv1d(
+            dim, dim, kernel, stride=stride, padding=kernel // 2, groups=dim, bias=False
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        if x.shape[1] % self.stride:
+            raise ValueError(f"length {x.shape[1]} is not a multiple of stride {self.stride}")
+        out = self.conv(zero_padded(x, mask).transpose(1, 2)).transpose(1, 2)
+        out_mask = mask[:, :: self.stride]
+        return zero_padded(out, out_mask), out_mask
+
+
+class ConvAttention(nn.Module):
+    """ActionFormer's multi-head conv attention (official ``MaskedMHCA``; ``LocalMaskedMHCA``
+    with a window): q, k, v each = depthwise conv -> LayerNorm -> linear, then scaled
+    dot-product attention over the real keys within ``window`` points (``None``: all), then an
+    output projection and dropout. With ``stride=2`` the convolutions halve time, so the output
+    ``[B, T/2, D]`` is on the downsampled points (attention among those points).
+
+    The key projection has no bias: it adds the same score to every key of a query, which
+    softmax ignores (the official one has it; the outputs are the same).
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, window: int | None, stride: int = 1, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        if window is not None and (window < 1 or window % 2 == 0):
+            raise ValueError(f"window must be odd and >= 1 (or None: global), got {window}")
+        self.num_heads, self.window = num_heads, window
+        self.q_conv, self.k_conv, self.v_conv = (MaskedDepthwiseConv(dim, stride) for _ in "qkv")
+        self.q_norm, self.k_norm, self.v_norm = (nn.LayerNorm(dim) for _ in "qkv")
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+        for linear in (self.q, self.v, self.out):
+            assert linear.bias is not None
+            nn.init.zeros_(linear.bias)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        q, out_mask = self.q_conv(x, mask)
+        k, _ = self.k_conv(x, mask)
+        v, _ = self.v_conv(x, mask)
+        q = self._heads(self.q(self.q_norm(q)))
+        k = self._heads(self.k(self.k_norm(k)))
+        v = self._heads(self.v(self.v_norm(v)))
+        allowed = attention_mask(out_mask, out_mask, self.window)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        b, _, t, _ = out.shape
+        out = self.drop(self.out(out.transpose(1, 2).reshape(b, t, -1)))
+        return zero_padded(out, out_mask), out_mask
+
+
+class ConvTransformerBlock(nn.Module):
+    """ActionFormer's pre-LN transformer block on ``[B, T, D]`` (official ``TransformerBlock``):
+    ``y = skip(x) + DropPath(ConvAttn(LN(x)))``, ``y + DropPath(MLP(LN(y)))`` (MLP width 4x,
+    GELU, dropout after each linear). With ``stride=2`` the attention's convolutions halve
+    time and ``skip`` is a max-pool (kernel 3, stride 2, padded points left out), so the block
+    returns ``([B, T/2, D], [B, T/2])``; with ``stride=1`` ``skip`` is the identity."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int | None,
+        stride: int = 1,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        self.norm_attn = nn.LayerNorm(dim)
+        self.attn = ConvAttention(dim, num_heads, window, stride, dropout)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, 4 * dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(4 * dim, dim),
+            nn.Dropout(dropout),
+        )
+        for layer in (self.mlp[0], self.mlp[3]):
+            nn.init.zeros_(layer.bias)
+        self.path_attn = residual_branch(dim, drop_path)
+        self.path_mlp = residual_branch(dim, drop_path)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        update, out_mask = self.attn(zero_padded(self.norm_attn(x), mask), mask)
+        skip = masked_max_pool(x, mask)[0] if self.stride == 2 else x
+        out = zero_padded(skip + self.path_attn(update), out_mask)
+        out = zero_padded(out + self.path_mlp(self.mlp(self.norm_mlp(out))), out_mask)
+        return out, out_mask
 
 
 class CrossAttentionBlock(nn.Module):

@@ -90,3 +90,64 @@ def test_vit_shapes(temporal):
         model(torch.randn(2, 3, 5, 32, 32))
     with pytest.raises(ValueError, match="temporal"):
         TemporalAttention(8, 2, "other")
+
+
+# ------------------------------------------------- what the alignment compares (features.ata.match)
+
+
+def _embedded_shift(grid: int = 4, dim: int = 16, frames: int = 3):
+    """Content moving one patch to the right per frame (``_shifted_clip``) plus a large
+    learned-like position embedding: a space part per patch (the same in every frame) and a
+    time part per frame (the same for every patch), 10 times the content's scale."""
+    content = _shifted_clip(frames=frames, grid=grid, dim=dim, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    space = 10 * torch.randn(1, 1, grid * grid, dim, generator=gen)
+    time = 10 * torch.randn(1, frames, 1, dim, generator=gen)
+    return content, space + time
+
+
+def _shift_perm(grid: int, frames: int) -> list[list[int]]:
+    return [
+        [r * grid + (c + t) % grid for r in range(grid) for c in range(grid)] for t in range(frames)
+    ]
+
+
+def test_content_matching_follows_the_content_and_position_matching_stays():
+    """Hand case: content moves one patch per frame under a large position embedding. The
+    content matching (ATA's alignment by appearance, the default) follows it; the earlier
+    matching on tokens with the embedding keeps every patch in place."""
+    grid, frames = 4, 3
+    content, position = _embedded_shift(grid, frames=frames)
+    tokens = content + position
+    new = TemporalAttention(16, 2, "aligned")  # match="content" by default
+    old = TemporalAttention(16, 2, "aligned", match="with_position")
+    assert new.match == "content"
+    assert new.alignment(tokens, position)[0].tolist() == _shift_perm(grid, frames)
+    stay = torch.arange(grid * grid).repeat(frames, 1)
+    assert torch.equal(old.alignment(tokens, position)[0], stay)
+    # without the embedding both compare the same tokens and both follow the content
+    assert old.alignment(content)[0].tolist() == _shift_perm(grid, frames)
+    with pytest.raises(ValueError, match="match"):
+        TemporalAttention(8, 2, "aligned", match="position")
+
+
+def test_vit_matches_patch_content_without_its_position_embedding():
+    """The whole network: frames shifted 8 px (one patch) per frame give patch tokens
+    shifted one patch (the patch embedding is a strided convolution); with a large space
+    embedding the first block's alignment follows the content only with match=content."""
+    torch.manual_seed(0)
+    frames, size, patch = 3, 32, 8
+    first = torch.rand(1, 3, 1, size, size) * 2 - 1
+    clips = torch.cat([torch.roll(first, shifts=patch * t, dims=4) for t in range(frames)], 2)
+    perms = {}
+    for match in ("content", "with_position"):
+        model = ATAViT(5, frames=frames, image_size=size, patch_size=patch, dim=16, match=match)
+        with torch.no_grad():
+            model.space.normal_(0.0, 10.0)
+        assert model.arch["match"] == match
+        temporal = model.blocks[0].temporal
+        perms[match] = temporal.alignment(model.tokens(clips), model.position())[0]
+        assert model(clips).shape == (1, 5)
+    grid = size // patch
+    assert perms["content"].tolist() == _shift_perm(grid, frames)
+    assert torch.equal(perms["with_position"], torch.arange(grid * grid).repeat(frames, 1))

@@ -12,6 +12,7 @@ from features.importing import (
     FeatureImportError,
     import_features,
     list_feature_files,
+    resample_linear,
     smallest_num_frames,
 )
 from features.store import FeatureStore, num_features
@@ -321,3 +322,99 @@ def test_list_feature_files_sorted_and_flat(tmp_path):
     for name in ["b.npy", "a.npy", "c.npz", "sub/d.npy", ".npy"]:
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in list_feature_files(tmp_path)] == ["a.npy", "b.npy"]
+
+
+# ---------------------------------------------------------------- resized (ActivityNet) features
+
+
+@pytest.mark.parametrize(("count", "steps"), [(100, 192), (7, 3), (1, 5), (5, 5), (128, 100)])
+def test_resample_linear_is_torch_interpolate_linear(count, steps):
+    """Expected values: torch.nn.functional.interpolate(mode="linear", align_corners=False),
+    the call ActionFormer's anet.py makes to up-sample ActivityNet features to 192."""
+    torch = pytest.importorskip("torch")
+    data = np.random.default_rng(count).standard_normal((count, 6)).astype(np.float32)
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(data.T.copy())[None], size=steps, mode="linear", align_corners=False
+    )[0].T.numpy()
+    got = resample_linear(data, steps)
+    assert got.shape == (steps, 6)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_resample_linear_by_hand():
+    """2 -> 4 steps: outputs sample positions (j + 0.5) / 2 - 0.5 = -0.25 (clamped to 0),
+    0.25, 0.75, 1.25 (the last neighbour repeats): 0, 2.5, 7.5, 10 for inputs 0 and 10."""
+    out = resample_linear(np.array([[0.0], [10.0]]), 4)
+    np.testing.assert_allclose(out[:, 0], [0.0, 2.5, 7.5, 10.0])
+
+
+def test_resized_import_gives_each_video_its_own_rate(tmp_path):
+    folder = tmp_path / "npy"
+    _save(folder, "short", 100, channels=8)
+    _save(folder, "long", 100, channels=8, seed=1)
+    durations = {"short": (20.0, 25.0), "long": 400.0}
+    summary = import_features(
+        folder, tmp_path / "s.zarr", modalities=["rgb"], durations=durations, resized=True
+    )
+    assert sorted(summary.imported) == ["long", "short"] and not summary.notes
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    attrs = store.attrs
+    assert (attrs["stride"], attrs["clip_length"], attrs["fps"]) == (1, 1, None)
+    assert attrs["timing"] == "resized" and attrs["steps"] is None
+    for vid, duration in (("short", 20.0), ("long", 400.0)):
+        meta = store.meta(vid)
+        assert meta["fps"] == pytest.approx(100 / duration)  # steps per second
+        assert (meta["num_frames"], meta["num_features"]) == (100, 100)
+        assert meta["duration"] == duration and meta["frames_from"] == "resized"
+        # ActionFormer (anet.py, fixed-length features): feat_stride = duration * fps / T,
+        # offset half a step: step i is centred at (i + 0.5) * duration / T; the 100 steps
+        # tile [0, duration] exactly
+        np.testing.assert_allclose(store.centers(vid), (np.arange(100) + 0.5) * duration / 100)
+    assert store.meta("short")["video_fps"] == 25.0
+
+
+def test_resized_import_resamples_to_steps(tmp_path):
+    folder = tmp_path / "npy"
+    data = _save(folder, "v_a", 100, channels=8)
+    location = tmp_path / "s.zarr"
+    import_features(
+        folder,
+        location,
+        modalities=["rgb", "flow"],
+        durations={"a": 50.0},
+        resized=True,
+        steps=192,
+        file_prefix="v_",
+    )
+    store = FeatureStore.open(location)
+    meta = store.meta("a")
+    assert (meta["num_features"], meta["source_num_features"]) == (192, 100)
+    assert meta["fps"] == pytest.approx(192 / 50.0) and store.attrs["steps"] == 192
+    np.testing.assert_allclose(store.read("a"), resample_linear(data, 192), rtol=1e-6)
+    np.testing.assert_allclose(store.centers("a")[[0, -1]], [0.5 * 50 / 192, 191.5 * 50 / 192])
+    # the same store cannot take other steps, nor global-stride features
+    with pytest.raises(FeatureImportError, match="steps 192, asked for 100"):
+        import_features(
+            folder, location, durations={"a": 50.0}, resized=True, steps=100, file_prefix="v_"
+        )
+    with pytest.raises(FeatureImportError, match="stride"):
+        import_features(folder, location, file_prefix="v_")
+
+
+def test_resized_import_needs_every_duration(tmp_path):
+    folder = tmp_path / "npy"
+    for vid in ("a", "b", "c"):
+        _save(folder, vid, 10, channels=8)
+    location = tmp_path / "s.zarr"
+    with pytest.raises(FeatureImportError, match=r"video 'b' \(and 1 more\) has no duration"):
+        import_features(folder, location, durations={"a": 5.0}, resized=True)
+    with pytest.raises(FeatureImportError, match="need each video's duration"):
+        import_features(folder, location, resized=True)
+    with pytest.raises(FeatureImportError, match="give --resized"):
+        import_features(folder, location, steps=100)
+    assert not location.exists()  # nothing written before the checks
+    summary = import_features(
+        folder, location, durations={"a": 5.0, "b": 0.0, "c": 2.0}, resized=True
+    )
+    assert sorted(summary.imported) == ["a", "c"]
+    assert "duration 0.0 in the annotations" in summary.failed["b"]

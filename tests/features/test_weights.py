@@ -236,3 +236,19 @@ def test_ata_weights_rebuild_their_network_and_are_told_apart_from_i3d(tmp_path)
     )
     with pytest.raises(WeightsError, match="do not fit their recorded network"):
         load_ata(broken)
+
+
+def test_ata_weights_without_match_are_rebuilt_matching_with_position(tmp_path):
+    """A file written before features.ata.match existed was trained with the position
+    embedding in the matching: it is rebuilt so; a file that records match keeps it."""
+    net = ATAViT(5, frames=4, image_size=16, patch_size=8, dim=16, depth=1, heads=2)
+    assert net.arch["match"] == "content"
+    old_arch = {k: v for k, v in net.arch.items() if k != "match"}
+    old = tmp_path / "old.pt"
+    save_weights(net.state_dict(), old, {"arch": "ata", "ata": old_arch, "num_classes": 5})
+    model, _ = load_ata(old)
+    assert model.arch["match"] == "with_position"
+    assert model.blocks[0].temporal.match == "with_position"
+    new = tmp_path / "new.pt"
+    save_weights(net.state_dict(), new, {"arch": "ata", "ata": net.arch, "num_classes": 5})
+    assert load_ata(new)[0].arch["match"] == "content"

@@ -64,6 +64,7 @@ def test_ata_trains_on_two_ray_workers_tracked_and_registered(ata_weights):
         "depth": 2,
         "heads": 4,
         "temporal": "aligned",
+        "match": "content",
     }
     assert meta["origin"].startswith("trained from random initialisation")
     assert outcome.workers == 2 and outcome.report.extractor == "ata"

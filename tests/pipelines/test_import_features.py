@@ -137,3 +137,50 @@ def test_user_errors_exit_2(folder, tmp_path, capsys):
     assert run(["import-features", str(folder), "--store", store, "--stride", "8"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "stride" in err
+
+
+def test_resized_activitynet_features_with_bmn_annotations(tmp_path, capsys):
+    """`--resized`: BMN-layout annotations (format detected), files named v_ID.npy, each
+    video's 100 steps resampled to 192 and spanning its own duration."""
+    folder = tmp_path / "anet"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for vid in ("abc", "xyz"):
+        np.save(folder / f"v_{vid}.npy", rng.standard_normal((100, 16)).astype(np.float32))
+    bmn = {
+        "v_abc": {"duration_second": 30.0, "annotations": [{"segment": [1, 29], "label": "A"}]},
+        "v_xyz": {"duration_second": 240.0, "annotations": [{"segment": [5, 9], "label": "B"}]},
+    }
+    ann = tmp_path / "anet_anno_action.json"
+    ann.write_text(json.dumps(bmn))
+    (tmp_path / "video_info_new.csv").write_text(
+        "video,numFrame,seconds,fps,rfps,subset,featureFrame\n"
+        "v_abc,900,30.0,30.0,30.0,training,896\n"
+        "v_xyz,6000,240.0,25.0,25.0,validation,5984\n"
+    )
+    args = ["import-features", str(folder), "--store", str(tmp_path / "s.zarr")]
+    resized = [*args, "--annotations", str(ann), "--resized", "--file-prefix", "v_"]
+    assert run([*resized, "--steps", "192", "--modalities", "rgb"]) == 0, capsys.readouterr().err
+    assert "imported 2, skipped 0 (already complete), failed 0" in capsys.readouterr().out
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    assert store.attrs["timing"] == "resized" and store.attrs["steps"] == 192
+    for vid, duration in (("abc", 30.0), ("xyz", 240.0)):
+        meta = store.meta(vid)
+        assert (meta["num_features"], meta["source_num_features"]) == (192, 100)
+        assert meta["duration"] == duration
+        np.testing.assert_allclose(store.centers(vid), (np.arange(192) + 0.5) * duration / 192)
+    assert store.meta("xyz")["video_fps"] == 25.0
+
+    # one-line errors, status 2
+    cases = [
+        ([*resized, "--stride", "16", "--fps", "25"], "drop --stride, --fps"),
+        ([*args, "--resized"], "--resized needs --annotations"),
+        ([*args, "--steps", "192"], "give --resized too"),
+    ]
+    for argv, message in cases:
+        assert run(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    np.save(folder / "v_new.npy", np.zeros((100, 16), dtype=np.float32))
+    assert run([*resized, "--steps", "192", "--modalities", "rgb"]) == 2
+    assert "video 'new' has no duration in the annotations" in capsys.readouterr().err

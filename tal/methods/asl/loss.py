@@ -1,15 +1,34 @@
-"""ASL's training loss: the localizer's focal + DIoU loss reweighted per frame by action
-sensitivity, the instance-level sensitivity loss, and the action-sensitive contrastive loss.
+"""ASL's training loss: the localizer's focal + DIoU loss reweighted per point by action
+sensitivity, the optional instance-level sensitivity loss, and the action-sensitive
+contrastive loss.
 
-With ``p`` the class-level weights and ``q`` the instance-level predictions of a positive
-point (``tal.methods.asl.network``), the point's weight per sub-task is ``p * q`` (``combine: prod``)
-or ``(p + q) / 2`` (``mean``), with ``q`` detached so that it is trained only by its own loss;
-negatives keep weight 1, as in the authors' class-level code. ``q`` is trained with a squared
-error towards the quality the localizer reaches at the point: its sigmoid probability of the
-true class(es) and the tIoU of its decoded segment with the ground truth (both detached).
+The class-level weights follow the authors' release (github.com/JonnyS1226/ego4d_asl,
+``PtTransformer.label_points_single_video`` and ``losses``): a positive point's focal loss
+(summed over classes) is multiplied by its classification Gaussian, its DIoU loss by that
+Gaussian times the mean of the two boundary Gaussians, negatives keep weight 1, the weights
+are not detached (the Gaussians learn only from these losses) and not normalised, and both sums
+are divided by the loss normaliser like the plain localizer's. The point's position inside its
+action is taken per level as released (``tal.methods.asl.network.relative_position``).
 
-The contrastive loss follows the authors' segment-level design: per ground-truth action, on
-the level-0 features, the mean feature of its centre region (action-aware for
+The instance level is not in the release (``instance_branch: false``, the default). With it
+(our reading of the paper), with ``p`` the class-level and ``q`` the instance-level weights,
+a positive's weight per sub-task is ``p * q`` (``combine: prod``) or ``(p + q) / 2`` (``mean``),
+``q`` detached so that it is trained only by its own loss, a squared error towards the quality
+the localizer reaches at the point: its sigmoid probability of the true class(es) and the tIoU
+of its decoded segment (both detached). Early in training that probability is about the
+classifier's prior (0.01), so ``prod`` scales the positives' losses down a hundredfold and
+keeps them there; ``normalize: true`` rescales the positives' weights to mean 1 per sub-task.
+
+Besides the loss terms, the loss returns ``cls_pos_weight`` and ``reg_pos_weight``: the mean
+weight of the positive points per sub-task (detached; the trainer logs them as
+``train_cls_pos_weight_loss``/``train_reg_pos_weight_loss``), to watch for a collapse of the
+weights over training. Each rank returns its share (its sum over the global count), so the
+ranks' values add up to the global mean as the loss terms do.
+
+The contrastive loss follows the authors' segment-level design (their
+``get_segment_level_contra_loss``, which the release leaves switched off:
+``cont_loss_weight: 0`` and the call commented out): per ground-truth action, on the
+level-0 features, the mean feature of its centre region (action-aware for
 classification), of its two boundary regions (for regression) and of the two regions just
 outside it (action-irrelevant); regions are ``region * length`` (at least 1 step) wide. Centre
 and boundary features are anchors; an anchor's positives are the other anchors of the same
@@ -24,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -133,18 +152,25 @@ def action_sensitive_contrastive(
     return loss.sum(), int(has_pos.sum())
 
 
+def point_strides(outputs: ASLOutput) -> Tensor:
+    """The level stride of every point ``[P]``, levels concatenated as the loss does."""
+    device = outputs.cls_logits[0].device
+    return torch.cat(
+        [
+            torch.full((x.shape[1],), float(stride), device=device)
+            for x, stride in zip(outputs.cls_logits, outputs.strides, strict=True)
+        ]
+    )
+
+
 class ActionSensitiveLoss(LocalizationLoss):
     """``LocalizationLoss`` with ASL's reweighting and extra terms; returns ``cls_loss``,
-    ``reg_loss``, ``sensitivity_loss``, ``contrastive_loss`` and ``loss``."""
+    ``reg_loss``, ``sensitivity_loss``, ``contrastive_loss`` and ``loss``, plus the
+    ``cls_pos_weight`` and ``reg_pos_weight`` metrics (see the module docstring). Keyword
+    arguments go to ``LocalizationLoss``."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        asl: ASLConfig,
-        center_radius: float = 1.5,
-        reg_weight: float = 1.0,
-    ) -> None:
-        super().__init__(num_classes, center_radius=center_radius, reg_weight=reg_weight)
+    def __init__(self, num_classes: int, asl: ASLConfig, **localization: Any) -> None:
+        super().__init__(num_classes, **localization)
         self.asl = asl
 
     def forward(  # type: ignore[override]
@@ -158,7 +184,11 @@ class ActionSensitiveLoss(LocalizationLoss):
         num_pos = float(pos.sum())
 
         # class-level weights of the positives, and the instance-level ones
-        weights = outputs.class_sensitivity(relative_position(reg_t[pos]), cls_t[pos]).float()
+        strides = None
+        if self.asl.position_by_stride:
+            strides = point_strides(outputs).expand_as(pos)[pos]
+        position = relative_position(reg_t[pos], strides)
+        weights = outputs.class_sensitivity(position, cls_t[pos]).float()
         sensitivity_loss = cls_logits.sum() * 0.0
         if outputs.sensitivity is not None:
             predicted = torch.cat(list(outputs.sensitivity), dim=1).float()[pos]  # [N, 2]
@@ -200,10 +230,14 @@ class ActionSensitiveLoss(LocalizationLoss):
             + self.asl.instance_weight * sensitivity_loss
             + self.asl.contrastive_weight * contrastive_loss
         )
+        # the positives' mean weights: this rank's share of the global mean
+        share = weights.detach().sum(0) / max(self.global_count(num_pos), 1.0)
         return {
             "cls_loss": cls_loss,
             "reg_loss": reg_loss,
             "sensitivity_loss": sensitivity_loss,
             "contrastive_loss": contrastive_loss,
             "loss": loss,
+            "cls_pos_weight": share[0],
+            "reg_pos_weight": share[1],
         }

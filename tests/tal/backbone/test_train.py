@@ -162,6 +162,7 @@ def test_ata_network_is_built_from_the_features_settings(tmp_path):
         "depth": 2,
         "heads": 4,
         "temporal": "plain",
+        "match": "content",
     }
     assert meta["origin"] == "random initialisation (torch seed 3)"
     again, _ = build_network(settings, num_classes=5)  # seeded: the same start

@@ -215,11 +215,12 @@ def test_training_crop_is_random_deterministic_and_keeps_instances(store, annota
         np.testing.assert_array_equal(
             item.feats.numpy(), store.read("v2")[item.offset : item.offset + 32].T
         )
-        kept, keep = crop_segments(whole.segments.numpy(), item.offset, 32, 0.5)
+        # ActionFormer's bounds: half a clip (16 frames / stride 4 / 2 = 2 steps) either side
+        kept, keep = crop_segments(whole.segments.numpy(), item.offset, 32, 0.5, (2.0, 2.0))
         assert len(item.labels) >= 1  # retries found a window with an instance
         np.testing.assert_allclose(item.segments.numpy(), kept, atol=1e-5)
         assert item.labels.tolist() == whole.labels[torch.from_numpy(keep)].tolist()
-        assert item.segments.min() >= -0.5 and item.segments.max() <= 31.5
+        assert item.segments.min() >= -2.0 and item.segments.max() <= 34.0
         again = _dataset(store, annotations, labels, max_seq_len=32, training=True, seed=7)
         again.set_epoch(epoch)
         assert again[index].offset == item.offset  # same seed, epoch, index: same window
@@ -231,8 +232,13 @@ def test_training_crop_is_random_deterministic_and_keeps_instances(store, annota
         other.set_epoch(epoch)
         other_offsets.append(other[index].offset)
     assert other_offsets != offsets
-    short = ds[ds.index_of("v1")]  # 22 <= 32: not cropped
-    assert (short.length, short.offset) == (22, 0)
+    # 22 <= 32: crop_ratio (0.9, 1.0) crops it to 20..22 features (22: left whole)
+    short = ds[ds.index_of("v1")]
+    assert 20 <= short.length <= 22 and short.offset <= 22 - short.length
+    whole_short = _dataset(
+        store, annotations, labels, max_seq_len=32, training=True, seed=7, crop_ratio=None
+    )[ds.index_of("v1")]
+    assert (whole_short.length, whole_short.offset) == (22, 0)  # the former crop
     evaluation = _dataset(store, annotations, labels, max_seq_len=32, training=False)
     assert evaluation[index].length == 97 and evaluation[index].offset == 0
 

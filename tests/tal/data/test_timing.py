@@ -23,3 +23,31 @@ def test_round_trip_and_store_attrs():
     np.testing.assert_allclose(timing.to_seconds(timing.to_steps(x)), x)
     with pytest.raises(ValueError, match="no fps"):
         FeatureTiming.from_store({"stride": 4, "clip_length": 16}, {})
+
+
+@pytest.mark.parametrize(("steps", "duration"), [(100, 82.73), (192, 61.719), (100, 5.0)])
+def test_resized_store_timing_is_actionformers(steps, duration):
+    """A resized store (``tal import-features --resized``: root stride = clip_length = 1,
+    fps null; each video's fps = T / duration) against ActionFormer's formulas for
+    fixed-length features, derived by hand from the official code: anet.py sets
+    ``feat_stride = duration * fps / T``, ``num_frames = feat_stride``,
+    ``feat_offset = 0.5 * num_frames / feat_stride`` and maps seconds to
+    ``seconds * fps / feat_stride - feat_offset``; meta_archs.py maps steps back with
+    ``(steps * feat_stride + 0.5 * num_frames) / fps``. Their fps (25) cancels out."""
+    timing = FeatureTiming.from_store(
+        {"stride": 1, "clip_length": 1, "fps": None}, {"fps": steps / duration}
+    )
+    af_fps = 25.0
+    feat_stride = duration * af_fps / steps
+    num_frames = feat_stride
+    feat_offset = 0.5 * num_frames / feat_stride
+    seconds = np.array([0.0, 0.37, duration / 2, duration])
+    np.testing.assert_allclose(
+        timing.to_steps(seconds), seconds * af_fps / feat_stride - feat_offset, atol=1e-12
+    )
+    grid = np.array([-0.5, 0.0, 3.25, steps - 1, steps - 0.5])
+    np.testing.assert_allclose(
+        timing.to_seconds(grid), (grid * feat_stride + 0.5 * num_frames) / af_fps, atol=1e-12
+    )
+    # the T steps tile [0, duration]: the feature range [-0.5, T - 0.5] is the whole video
+    np.testing.assert_allclose(timing.to_seconds([-0.5, steps - 0.5]), [0.0, duration])

@@ -97,3 +97,34 @@ def test_no_ground_truth_gives_zero_targets():
     )
     assert cls_t.shape == (8, 4) and reg_t.shape == (8, 2)
     assert not pos.any() and cls_t.sum() == 0 and reg_t.sum() == 0
+
+
+def test_assignment_matches_actionformer_label_points_on_a_hand_case():
+    """Expected rows printed by ActionFormer's own ``label_points_single_video``
+    (libs/modeling/meta_archs.py, run outside this repository with num_classes 3,
+    center_sample radius, center_sample_radius 1.5, points of levels with 16/8/4 points,
+    strides 1/2/4 and regression ranges (0, 4), (4, 8), (8, 10000)). Point 4 lies in the
+    centre regions of two segments of length 3: the class target is the union of their
+    labels and the offsets are the first one's (the official min-area tie rule)."""
+    points = make_points([16, 8, 4], [1, 2, 4], [(0.0, 4.0), (4.0, 8.0), (8.0, math.inf)])
+    segments = torch.tensor([[2.0, 5.0], [1.0, 13.0], [3.0, 6.0], [6.0, 10.0]])
+    labels = torch.tensor([0, 1, 2, 1])
+    cls_t, reg_t, pos = assign_targets(points, segments, labels, num_classes=3)
+    # (point index, class target, offsets in strides) of every positive point
+    official = [
+        (3, [1.0, 0.0, 0.0], [1.0, 2.0]),
+        (4, [1.0, 0.0, 1.0], [2.0, 1.0]),
+        (5, [0.0, 0.0, 1.0], [2.0, 1.0]),
+        (7, [0.0, 1.0, 0.0], [1.0, 3.0]),
+        (8, [0.0, 1.0, 0.0], [2.0, 2.0]),
+        (9, [0.0, 1.0, 0.0], [3.0, 1.0]),
+        (19, [0.0, 1.0, 0.0], [2.5, 3.5]),
+        (20, [0.0, 1.0, 0.0], [3.5, 2.5]),
+        (25, [0.0, 1.0, 0.0], [0.75, 2.25]),
+        (27, [0.0, 1.0, 0.0], [2.75, 0.25]),
+    ]
+    assert torch.nonzero(pos).flatten().tolist() == [row[0] for row in official]
+    for index, cls_row, reg_row in official:
+        assert cls_t[index].tolist() == cls_row
+        assert reg_t[index].tolist() == reg_row
+    assert cls_t[~pos].abs().sum() == 0

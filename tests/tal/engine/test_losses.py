@@ -8,7 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tal.config import TrainingConfig
 from tal.engine.losses import LocalizationLoss, diou_loss_1d, sigmoid_focal_loss
+from tal.methods import build_method
+from tal.methods.actionformer import ActionFormerConfig
 from tal.models.localizer import LocalizerOutput
 
 
@@ -77,8 +80,8 @@ def test_localization_loss_is_finite_and_differentiable():
     res = criterion(out, GT_SEGMENTS, GT_LABELS)
     # video 0, [4, 12]: level 0 point 8 (reach 4), level 1 positions 6, 8, 10 (reach 6, 4, 6);
     # video 1, [2, 5]: level 0 points 3, 4
-    assert float(criterion.normalizer) == 6.0  # the first update: the positive count itself
-    assert float(criterion.normalizer) == 6.0
+    # ActionFormer's normaliser: starts at init_loss_norm 100, then 0.9 * 100 + 0.1 * 6
+    assert float(criterion.normalizer) == pytest.approx(90.6)
     for key in ("cls_loss", "reg_loss", "loss"):
         assert res[key].ndim == 0 and torch.isfinite(res[key])
     assert res["loss"].item() == pytest.approx(res["cls_loss"].item() + res["reg_loss"].item())
@@ -96,9 +99,10 @@ def test_localization_loss_by_hand_with_zero_logits_and_exact_offsets():
     _, reg_t, _ = criterion.targets(out, GT_SEGMENTS, GT_LABELS)
     out.offsets = [reg_t[:, :16], reg_t[:, 16:]]
     res = criterion(out, GT_SEGMENTS, GT_LABELS)
-    # 126 valid (point, class) pairs (24*3 + 18*3), 6 positive; focal loss at logit 0
+    # 126 valid (point, class) pairs (24*3 + 18*3), 6 positive; focal loss at logit 0;
+    # divided by the normaliser after this batch, 0.9 * 100 + 0.1 * 6 (ActionFormer's rule)
     ln2 = math.log(2)
-    expected = (6 * 0.0625 * ln2 + 120 * 0.1875 * ln2) / 6
+    expected = (6 * 0.0625 * ln2 + 120 * 0.1875 * ln2) / 90.6
     assert res["cls_loss"].item() == pytest.approx(expected, rel=1e-5)
     assert res["reg_loss"].item() == pytest.approx(0.0, abs=1e-6)
 
@@ -109,7 +113,7 @@ def test_no_positives_gives_zero_reg_loss_with_a_graph():
     labels = [torch.zeros(0, dtype=torch.long)] * 2
     criterion = LocalizationLoss(num_classes=3)
     res = criterion(out, empty, labels)
-    assert float(criterion.normalizer) == 1.0  # max(positives, 1) with no positive
+    assert float(criterion.normalizer) == pytest.approx(90.1)  # 0.9 * 100 + 0.1 * max(0, 1)
     assert res["reg_loss"].item() == 0.0
     assert torch.isfinite(res["loss"])
     res["loss"].backward()
@@ -121,12 +125,13 @@ def test_positives_on_padded_points_do_not_count():
     # video 1 is valid up to step 12 on level 0 and 12 on level 1: [13, 15] falls in padding
     criterion = LocalizationLoss(3)
     res = criterion(out, [torch.zeros(0, 2), torch.tensor([[13.0, 15.0]])], GT_LABELS)
-    assert float(criterion.normalizer) == 1.0 and res["reg_loss"].item() == 0.0
+    assert float(criterion.normalizer) == pytest.approx(90.1) and res["reg_loss"].item() == 0.0
 
 
 def test_normalizer_ema_eval_mode_and_state_round_trip():
     out, _ = _fake_outputs(requires_grad=False)
-    criterion = LocalizationLoss(num_classes=3, normalizer_momentum=0.9)
+    # the former rule (training.loss_norm_init 0): the first batch sets the normaliser
+    criterion = LocalizationLoss(num_classes=3, normalizer_momentum=0.9, normalizer_init=0)
     criterion(out, GT_SEGMENTS, GT_LABELS)  # 6 positives: set to 6
     empty = [torch.zeros(0, 2)] * 2
     criterion(out, empty, [torch.zeros(0, dtype=torch.long)] * 2)  # max(0, 1) = 1
@@ -137,3 +142,73 @@ def test_normalizer_ema_eval_mode_and_state_round_trip():
     restored = LocalizationLoss(num_classes=3)
     restored.load_state_dict(criterion.state_dict())
     assert float(restored.normalizer) == pytest.approx(5.5)
+
+
+def test_normalizer_starts_at_init_loss_norm_like_actionformer():
+    """ActionFormer (PtTransformer.losses): normaliser = 0.9 * normaliser + 0.1 * max(pos, 1)
+    from init_loss_norm, updated before the batch's loss is divided by it. Hand values:
+    step 1 with 6 positives 0.9 * 100 + 0.1 * 6 = 90.6; step 2 with none 0.9 * 90.6 + 0.1."""
+    out, _ = _fake_outputs(requires_grad=False)
+    criterion = LocalizationLoss(num_classes=3)  # defaults: init 100, momentum 0.9
+    assert float(criterion.normalizer) == 100.0
+    first = criterion(out, GT_SEGMENTS, GT_LABELS)
+    assert float(criterion.normalizer) == pytest.approx(90.6)
+    empty = [torch.zeros(0, 2)] * 2
+    criterion(out, empty, [torch.zeros(0, dtype=torch.long)] * 2)
+    assert float(criterion.normalizer) == pytest.approx(0.9 * 90.6 + 0.1)
+    # the same batch's loss under the former rule is divided by 6 instead of 90.6
+    former = LocalizationLoss(num_classes=3, normalizer_init=None)(out, GT_SEGMENTS, GT_LABELS)
+    assert first["loss"].item() * 90.6 == pytest.approx(former["loss"].item() * 6, rel=1e-5)
+    # ActivityNet's init_loss_norm 200 with another momentum
+    anet = LocalizationLoss(num_classes=3, normalizer_init=200, normalizer_momentum=0.5)
+    anet(out, GT_SEGMENTS, GT_LABELS)
+    assert float(anet.normalizer) == pytest.approx(0.5 * 200 + 0.5 * 6)
+
+
+def test_normalizer_counts_positives_over_all_ranks():
+    """Data parallel: ``reduce_count`` turns this rank's count into the global one, so each
+    rank's normaliser is the single-process one on the global batch (here: 6 + 10)."""
+    out, _ = _fake_outputs(requires_grad=False)
+    criterion = LocalizationLoss(num_classes=3)
+    criterion.reduce_count = lambda n: n + 10.0  # another rank had 10 positives
+    criterion(out, GT_SEGMENTS, GT_LABELS)
+    assert float(criterion.normalizer) == pytest.approx(0.9 * 100 + 0.1 * 16)
+
+
+def test_loss_functions_match_actionformer_on_a_hand_case():
+    """Values printed by ActionFormer's own ``ctr_diou_loss_1d`` and ``sigmoid_focal_loss``
+    (libs/modeling/losses.py, run outside this repository on these tensors)."""
+    pred = torch.tensor([[1.0, 2.0], [0.5, 3.0], [2.0, 0.0], [1.5, 1.5]])
+    target = torch.tensor([[1.0, 2.0], [1.0, 1.0], [0.5, 0.5], [3.0, 1.0]])
+    official_diou = [0.0, 0.72265625, 0.96, 0.49382713437080383]
+    assert diou_loss_1d(pred, target, reduction="none").tolist() == pytest.approx(
+        official_diou, abs=1e-6
+    )
+    logits = torch.tensor([[-2.0, 0.5], [1.0, 3.0]])
+    targets = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    official_focal = [
+        [0.0013526726979762316, 0.01689337007701397],
+        [0.005664513446390629, 2.0747103691101074],
+    ]
+    got = sigmoid_focal_loss(logits, targets, reduction="none")
+    for row, want in zip(got.tolist(), official_focal, strict=True):
+        assert row == pytest.approx(want, rel=1e-6)
+    smoothed = LocalizationLoss(num_classes=2, label_smoothing=0.1).smoothed(targets)
+    assert sigmoid_focal_loss(logits, smoothed).item() == pytest.approx(
+        1.8746821880340576, rel=1e-6
+    )
+
+
+def test_bad_normalizer_settings_are_rejected():
+    with pytest.raises(ValueError, match="normalizer_momentum"):
+        LocalizationLoss(3, normalizer_momentum=1.0)
+    with pytest.raises(ValueError, match="normalizer_init"):
+        LocalizationLoss(3, normalizer_init=-1.0)
+
+
+def test_one_stage_methods_take_the_normaliser_from_training():
+    method = build_method(ActionFormerConfig(max_seq_len=64))
+    loss = method.build_loss(3, TrainingConfig(loss_norm_init=200, loss_norm_momentum=0.5))
+    assert float(loss.normalizer) == 200.0 and loss.normalizer_momentum == 0.5
+    former = method.build_loss(3, TrainingConfig(loss_norm_init=None))
+    assert float(former.normalizer) == 0.0  # set by the first batch

@@ -43,14 +43,19 @@ def _config(method: str = "i2net", **changes):
     return load_config(None, [f"{k}={v}" for k, v in sets.items()])
 
 
+# ActionFormer's architecture (drop-path's 1e-4 residual scales, the LayerNorm neck) learns
+# the toy more slowly than our earlier pyramid: 12 epochs gave average mAP 0.47, 20 give 1.0
+LEARN = {"training.epochs": 20}
+
+
 @pytest.mark.parametrize("method", ["actionformer", "i2net"])
 def test_learns_easy_actions(toy_store, tmp_path, method):
     _, ann, store = toy_store
-    config = _config(method)
+    config = _config(method, **LEARN)
     metrics = train_localizer(config, ann, store, None, tmp_path, log=lambda _m: None)
     assert metrics.average_mAP is not None and metrics.average_mAP > 0.6, metrics.mAP
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["average_mAP"] == metrics.average_mAP and len(saved["history"]) == 12
+    assert saved["average_mAP"] == metrics.average_mAP and len(saved["history"]) == 20
     assert (tmp_path / "predictions.json").is_file()
     # predictions.json scores exactly what metrics.json says
     from tal.data.predictions import load_predictions
@@ -102,7 +107,8 @@ def test_infer_from_checkpoint_matches_training_predictions(toy_store, tmp_path)
         load_annotations(ann), detections, "validation", (0.3, 0.4, 0.5, 0.6, 0.7)
     )
     assert result.average_mAP == pytest.approx(metrics.average_mAP)
-    assert facts.videos == 6 and facts.config.model.inference_partner == "self"
+    # the default partner: the bank video of the class a first pass predicts
+    assert facts.videos == 6 and facts.config.model.inference_partner == "bank_class"
     # the same checkpoint with the bank policy: partners are training videos of the bank
     bank_detections, bank_facts = infer_from_checkpoint(
         tmp_path / "checkpoint.pt",
@@ -143,21 +149,26 @@ def test_paired_step_evaluates_the_loss_once_over_both_videos(toy_store, tmp_pat
     batch_a, batch_b = next(iter(trainer.loader(0)))
     trainer.step(batch_a, batch_b)
     assert len(seen) == 1
-    positives = 0.0  # first update: the normaliser is the count itself
+    positives = 0.0
     for batch in (batch_a, batch_b):
         out = trainer.model(batch.feats, batch.masks)
         _, _, pos = trainer.criterion.targets(out, batch.segments, batch.labels)
         positives += float((pos & torch.cat(out.masks, 1).bool()).sum())
-    assert positives > 0 and float(trainer.criterion.normalizer) == positives
+    # one update from training.loss_norm_init 100 with momentum 0.9 (ActionFormer's rule)
+    assert positives > 0
+    assert float(trainer.criterion.normalizer) == pytest.approx(0.9 * 100 + 0.1 * positives)
 
 
 def test_asl_trains_with_its_loss_terms(toy_store, tmp_path):
     _, ann, store = toy_store
-    config = _config("asl")
+    config = _config("asl", **LEARN)
     metrics = train_localizer(config, ann, store, None, tmp_path, log=lambda _m: None)
     assert metrics.average_mAP is not None and metrics.average_mAP > 0.6, metrics.mAP
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
-    assert all(row["sensitivity_loss"] > 0 and row["contrastive_loss"] > 0 for row in history)
+    # as released: no instance-level branch (its loss is 0) and the contrastive loss computed
+    # but weighted 0; the positives' mean weights are logged
+    assert all(row["sensitivity_loss"] == 0 and row["contrastive_loss"] > 0 for row in history)
+    assert all(0 < row["cls_pos_weight"] <= 1 and 0 < row["reg_pos_weight"] <= 1 for row in history)
     # the class-level Gaussians were trained and travel with the checkpoint
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     mu = state.model["class_sensitivity.mu"]

@@ -52,3 +52,26 @@ def test_timeline_takes_scores_outside_zero_one(tmp_path):
     pred = Detections.from_rows([("v1", "A", 0, 10, 1.7), ("v1", "B", 20, 30, 0.5)])
     path = timeline_figure(pred, ["v1"], ["A", "B"], tmp_path / "t.png", ground_truth=GT.videos)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_curves_draw_each_present_key(tmp_path):
+    from PIL import Image
+
+    from tal.evaluation.plots import training_curves_figure
+
+    history = [
+        {"epoch": 1, "loss": 2.0, "positive_weight": 0.9},
+        {"epoch": 2, "loss": 1.5, "positive_weight": 0.8, "val_average_mAP": 0.1},
+        {"epoch": 3, "loss": 1.2, "positive_weight": 0.85},
+    ]
+    path = training_curves_figure(
+        history, ["loss", "positive_weight", "val_average_mAP", "absent"], tmp_path / "c.png"
+    )
+    with Image.open(path) as image:
+        width, _ = image.size
+    one = training_curves_figure(history, ["loss"], tmp_path / "one.png")
+    with Image.open(one) as image:
+        single_width, _ = image.size
+    assert width > 2 * single_width  # three panels side by side, "absent" left out
+    with pytest.raises(ValueError, match="none of"):
+        training_curves_figure(history, ["absent"], tmp_path / "none.png")

@@ -1,5 +1,7 @@
 """The one-stage localizer (ActionFormer's, and I2Net's with its two attentions) and its
-blocks: shapes, masks, locality, the attentions, gradients."""
+blocks: shapes, masks, locality, the attentions, gradients; ActionFormer's architecture
+(in-block downsampling, stem, neck, position encoding, per-level windows) and our earlier one
+(``pool_then_block``)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,27 @@ from pydantic import ValidationError
 from tal.methods import build_method
 from tal.methods.actionformer import ActionFormerConfig, LocalizerConfig
 from tal.methods.i2net import I2NetConfig, I2NetLocalizer
-from tal.models.blocks import CrossAttentionBlock, attention_mask, masked_max_pool
-from tal.models.localizer import Localizer, LocalizerOutput
+from tal.models.blocks import (
+    AffineDropPath,
+    ConvTransformerBlock,
+    CrossAttentionBlock,
+    LocalTransformerBlock,
+    attention_mask,
+    masked_max_pool,
+)
+from tal.models.localizer import Localizer, LocalizerOutput, PyramidSettings
 
 IN_DIM, NUM_CLASSES = 6, 3
 SWITCHES = [(intra, inter) for intra in (False, True) for inter in (False, True)]
+# our earlier network, kept as options (ActionFormer's is the default)
+OLD = {"downsample": "pool_then_block", "stem_blocks": 1, "drop_path": 0.0, "neck_norm": False}
+# the padding checks: every switch with ActionFormer's default, the two extremes with the
+# earlier network and with the absolute position encoding
+PADDING_CASES = [(intra, inter, {}) for intra, inter in SWITCHES] + [
+    (intra, inter, arch)
+    for intra, inter in [(False, False), (True, True)]
+    for arch in (OLD, {"abs_pe": True})
+]
 
 
 def config(intra_attention: bool = True, inter_attention: bool = True, **kw) -> LocalizerConfig:
@@ -28,8 +46,15 @@ def config(intra_attention: bool = True, inter_attention: bool = True, **kw) -> 
 
 
 def make(seed: int = 0, **kw) -> Localizer:
+    """The network in eval mode; drop-path's residual scales (init 1e-4) are set to 1 so that
+    the attention and MLP branches weigh in the checks below."""
     torch.manual_seed(seed)
-    return build_method(config(**kw)).build_network(IN_DIM, NUM_CLASSES).eval()
+    model = build_method(config(**kw)).build_network(IN_DIM, NUM_CLASSES).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, AffineDropPath):
+                module.scale.fill_(1.0)
+    return model
 
 
 def call(model: Localizer, *args: torch.Tensor | None) -> LocalizerOutput:
@@ -146,10 +171,10 @@ def test_classification_prior_and_nonnegative_offsets():
     assert torch.all(offsets >= 0) and torch.any(offsets > 0)
 
 
-@pytest.mark.parametrize(("intra", "inter"), SWITCHES)
+@pytest.mark.parametrize(("intra", "inter", "arch"), PADDING_CASES)
 @pytest.mark.parametrize("fill", [0.0, None])
-def test_padding_content_does_not_change_valid_outputs(intra, inter, fill):
-    model = make(intra_attention=intra, inter_attention=inter)
+def test_padding_content_does_not_change_valid_outputs(intra, inter, arch, fill):
+    model = make(intra_attention=intra, inter_attention=inter, **arch)
     feats, masks = inputs(2, 32, [32, 11])
     p_feats, p_masks = inputs(2, 16, [7, 16], seed=2)
     clean = call(
@@ -169,10 +194,10 @@ def test_padding_content_does_not_change_valid_outputs(intra, inter, fill):
     assert_same_on_valid(model(feats, masks), dirty_nan)
 
 
-@pytest.mark.parametrize(("intra", "inter"), SWITCHES)
-def test_amount_of_padding_does_not_change_valid_outputs(intra, inter):
+@pytest.mark.parametrize(("intra", "inter", "arch"), PADDING_CASES)
+def test_amount_of_padding_does_not_change_valid_outputs(intra, inter, arch):
     """A video alone (T=16) and padded to 32 in a batch give the same outputs on its points."""
-    model = make(intra_attention=intra, inter_attention=inter)
+    model = make(intra_attention=intra, inter_attention=inter, **arch)
     feats, masks = inputs(1, 32, [16])
     alone = model(feats[:, :, :16], masks[:, :16])
     padded = model(feats, masks)
@@ -190,23 +215,127 @@ def _perturb_far(model: Localizer) -> tuple[LocalizerOutput, LocalizerOutput]:
     return model(feats, masks), model(far, masks)
 
 
-def test_self_attention_is_local_without_intra():
-    # window 3: level-0 outputs see +-6 steps (2 embed convs, 1 attention point, 3 head convs),
-    # level-1 outputs +-12 steps; a change at step 31 cannot reach points at steps <= 18
-    base, moved = _perturb_far(make(intra_attention=False, inter_attention=False))
-    for level, last_unseen in [(0, 24), (1, 9)]:
+@pytest.mark.parametrize(
+    ("arch", "bounds"),
+    [
+        # window 3, ActionFormer: level 0 sees +-9 steps (2 embed convs, 2 stem blocks of
+        # +-2: a depthwise conv and one attention point, 3 head convs); level 1 +-15 (level 0
+        # without heads +-6, the strided block +-3, 3 head convs at stride 2)
+        ({}, [(0, 21), (1, 7)]),
+        # our earlier network: 2 embed convs, 1 attention point, 3 head convs: +-6 steps at
+        # level 0; level 1 +-12 (pool +-1, attention +-2, head convs +-6)
+        (OLD, [(0, 24), (1, 9)]),
+    ],
+    ids=["in_block", "pool_then_block"],
+)
+def test_self_attention_is_local_without_intra(arch, bounds):
+    # a change at step 31 cannot reach points whose receptive field ends before it
+    base, moved = _perturb_far(make(intra_attention=False, inter_attention=False, **arch))
+    for level, last_unseen in bounds:
         for key in ("cls_logits", "offsets"):
             a, b = getattr(base, key)[level][0], getattr(moved, key)[level][0]
             assert torch.equal(a[: last_unseen + 1], b[: last_unseen + 1])
         # the bound is tight: the next point does see the change (the window is really 3)
         seen = last_unseen + 1
-        assert not torch.allclose(base.cls_logits[level][0, seen], moved.cls_logits[level][0, seen])
+        assert not torch.equal(base.cls_logits[level][0, seen], moved.cls_logits[level][0, seen])
+
+
+def test_a_window_of_minus_one_is_global_attention_on_that_level():
+    # window 3 on levels 0 and 1, global on level 2: level 2's first point (step 0) sees step 31
+    model = make(intra_attention=False, inter_attention=False, attention_window=[3, 3, -1])
+    windows = [block.attn.window for block in [*model.stem, *model.branch]]
+    assert windows == [3, 3, 3, None]
+    base, moved = _perturb_far(model)
+    assert torch.equal(base.cls_logits[0][0, :22], moved.cls_logits[0][0, :22])
+    assert not torch.allclose(base.cls_logits[2][0, 0], moved.cls_logits[2][0, 0])
+    local = make(intra_attention=False, inter_attention=False, attention_window=3)
+    base, moved = _perturb_far(local)
+    assert torch.equal(base.cls_logits[2][0, 0], moved.cls_logits[2][0, 0])
+
+
+def test_default_is_actionformers_arch_and_the_old_one_an_option():
+    model = make(intra_attention=False, inter_attention=False, num_levels=4)
+    # arch (2, 2, 3): two embedding convs, two stride-1 blocks, one strided block per level
+    assert len(model.embed.layers) == 2
+    assert [b.stride for b in model.stem] == [1, 1]
+    assert [b.stride for b in model.branch] == [2, 2, 2]
+    assert all(isinstance(b, ConvTransformerBlock) for b in [*model.stem, *model.branch])
+    assert model.neck is not None and len(model.neck) == 4
+    assert all(isinstance(b.path_attn, AffineDropPath) for b in model.stem)
+    old = make(intra_attention=False, inter_attention=False, num_levels=4, **OLD)
+    assert [type(b) for b in [*old.stem, *old.branch]] == [LocalTransformerBlock] * 4
+    assert old.neck is None
+    assert not any(isinstance(m, AffineDropPath) for m in old.modules())
+
+
+def test_neck_normalises_every_level_before_the_heads():
+    model = make(intra_attention=False, inter_attention=False)
+    feats, masks = inputs(2, 32, [32, 13])
+    out = model(feats, masks)
+    levels, _ = model.pyramid(feats, masks)
+    # features are level 0 after its LayerNorm (weight 1, bias 0 at init): zero mean, unit
+    # variance over channels on real points, zero on padded ones
+    real = out.features[masks]
+    torch.testing.assert_close(real.mean(-1), torch.zeros(len(real)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        real.var(-1, unbiased=False), torch.ones(len(real)), atol=1e-3, rtol=0
+    )
+    assert torch.all(out.features[~masks] == 0)
+    torch.testing.assert_close(out.features[masks], model.neck[0](levels[0])[masks])
+
+
+def test_absolute_position_encoding_is_added_after_the_embedding_on_real_points():
+    feats, masks = inputs(2, 32, [32, 13])
+    with_pe = make(intra_attention=False, inter_attention=False, abs_pe=True, max_seq_len=64)
+    without = make(intra_attention=False, inter_attention=False)
+    diff = with_pe.embed_video(feats, masks) - without.embed_video(feats, masks)
+    # ActionFormer: the sinusoid table of max_seq_len rows divided by sqrt(embed_dim)
+    table = with_pe.position_table
+    assert table is not None and table.shape == (64, 16)
+    torch.testing.assert_close(diff[0], table[:32], atol=1e-6, rtol=0)
+    torch.testing.assert_close(diff[1, :13], table[:13], atol=1e-6, rtol=0)
+    assert torch.all(diff[1, 13:] == 0)
+    assert "position_table" not in with_pe.state_dict()  # rebuilt, not saved (as official)
+    # longer than the table (inference on a long video): the table interpolated to T
+    long_feats, long_masks = inputs(1, 128, [128])
+    model = make(intra_attention=False, inter_attention=False, abs_pe=True, max_seq_len=64)
+    plain = make(intra_attention=False, inter_attention=False)
+    diff = model.embed_video(long_feats, long_masks) - plain.embed_video(long_feats, long_masks)
+    stretched = torch.nn.functional.interpolate(table.T[None], size=128, mode="linear")
+    torch.testing.assert_close(diff[0], stretched[0].T, atol=1e-6, rtol=0)
+
+
+class _Recorder(Localizer):
+    """Records what ``refine_level`` receives."""
+
+    def build_attention(self, settings: PyramidSettings) -> None:
+        self.seen: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def refine_level(self, level, x, mask, finer, finer_mask):
+        self.seen.append((level, x, finer))
+        return x
+
+
+@pytest.mark.parametrize("downsample", ["in_block", "pool_then_block"])
+def test_refine_level_sees_the_block_output_or_the_pooled_level(downsample):
+    arch = {} if downsample == "in_block" else OLD
+    torch.manual_seed(0)
+    model = _Recorder(config(False, False, **arch).pyramid(), IN_DIM, NUM_CLASSES).eval()
+    feats, masks = inputs(1, 32, [32])
+    levels, _ = model.pyramid(feats, masks)
+    assert [level for level, _, _ in model.seen] == [1, 2]
+    for level, x, finer in model.seen:
+        assert torch.equal(finer, levels[level - 1])
+        if downsample == "in_block":  # after the level's block: the level's output itself
+            assert torch.equal(x, levels[level])
+        else:  # between the pool and the block
+            assert torch.equal(x, masked_max_pool(finer, masks[:, :: 2 ** (level - 1)])[0])
 
 
 def test_intra_attention_gives_coarser_levels_a_global_view():
     base, moved = _perturb_far(make(intra_attention=True, inter_attention=False))
-    # level 0 has no finer level and stays local...
-    assert torch.equal(base.cls_logits[0][0, :25], moved.cls_logits[0][0, :25])
+    # level 0 has no finer level and stays local (steps <= 21, as without intra)...
+    assert torch.equal(base.cls_logits[0][0, :22], moved.cls_logits[0][0, :22])
     # ...while level 1's first point, 31 steps away, now sees the change
     for level in (1, 2):
         assert not torch.allclose(base.cls_logits[level][0, 0], moved.cls_logits[level][0, 0])

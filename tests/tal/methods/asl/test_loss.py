@@ -9,7 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tal.config import TrainingConfig
 from tal.engine.losses import LocalizationLoss, segment_iou_1d, sigmoid_focal_loss
+from tal.methods import build_method
+from tal.methods.actionformer import ActionFormerConfig
 from tal.methods.asl import ASLConfig
 from tal.methods.asl.loss import ActionSensitiveLoss, action_sensitive_contrastive
 from tal.methods.asl.network import ASLOutput, ClassSensitivity
@@ -89,22 +92,31 @@ def test_contrastive_loss_reads_only_real_steps_and_needs_two_anchors():
 
 def test_with_flat_gaussians_and_no_extras_it_is_the_plain_loss():
     sens = ClassSensitivity(3)
-    with torch.no_grad():
-        sens.log_sigma.fill_(20.0)  # sigma ~ 5e8: every weight is 1
+    sens.set_sigma(1e6)  # every weight is 1
     asl = ASLConfig(instance_branch=False, contrastive_weight=0.0)
     out = _outputs(sens)
     got = ActionSensitiveLoss(3, asl, reg_weight=2.0)(out, GT_SEGMENTS, GT_LABELS)
     want = LocalizationLoss(3, reg_weight=2.0)(out, GT_SEGMENTS, GT_LABELS)
     for key in ("cls_loss", "reg_loss", "loss"):
         assert got[key].item() == pytest.approx(want[key].item(), rel=1e-6), key
-    assert set(got) == {"cls_loss", "reg_loss", "sensitivity_loss", "contrastive_loss", "loss"}
+    assert set(got) == {
+        "cls_loss",
+        "reg_loss",
+        "sensitivity_loss",
+        "contrastive_loss",
+        "loss",
+        "cls_pos_weight",
+        "reg_pos_weight",
+    }
+    assert got["cls_pos_weight"].item() == pytest.approx(1.0)
+    assert got["reg_pos_weight"].item() == pytest.approx(1.0)
 
 
 def test_positives_are_reweighted_and_negatives_are_not():
     sens = ClassSensitivity(3, min_sigma=0.05)
     with torch.no_grad():
         sens.mu.fill_(100.0)  # far from every position: positive weights ~ 0
-        sens.log_sigma.fill_(math.log(0.05))
+    sens.set_sigma(0.06)
     asl = ASLConfig(instance_branch=False, contrastive_weight=0.0)
     out = _outputs(sens)
     criterion = ActionSensitiveLoss(3, asl)
@@ -113,22 +125,24 @@ def test_positives_are_reweighted_and_negatives_are_not():
     valid = torch.cat(out.masks, 1)
     logits = torch.cat(out.cls_logits, 1)
     negatives = valid & ~pos
-    expected = sigmoid_focal_loss(logits[negatives], cls_t[negatives]).item() / 6.0
+    norm = float(criterion.normalizer)  # the loss normaliser after this call
+    expected = sigmoid_focal_loss(logits[negatives], cls_t[negatives]).item() / norm
     assert res["cls_loss"].item() == pytest.approx(expected, rel=1e-6)
     assert res["reg_loss"].item() == pytest.approx(0.0, abs=1e-9)
 
 
 def test_instance_targets_and_detaching():
     sens = ClassSensitivity(3)
-    asl = ASLConfig(contrastive_weight=0.0, instance_weight=1.0)
+    asl = ASLConfig(instance_branch=True, contrastive_weight=0.0, instance_weight=1.0)
     out = _outputs(sens, instance=0.5)
     criterion = ActionSensitiveLoss(3, asl)
-    _, reg_t, _ = criterion.targets(out, GT_SEGMENTS, GT_LABELS)
+    _, reg_t, pos = criterion.targets(out, GT_SEGMENTS, GT_LABELS)
     out.offsets = [reg_t[:, :16], reg_t[:, 16:]]  # exact segments: tIoU 1
     out.cls_logits = [torch.zeros_like(x, requires_grad=True) for x in out.cls_logits]
     res = criterion(out, GT_SEGMENTS, GT_LABELS)
-    # per positive: (0.5 - sigmoid(0))^2 + (0.5 - 1)^2 = 0.25; 6 positives over normaliser 6
-    assert res["sensitivity_loss"].item() == pytest.approx(0.25)
+    # per positive: (0.5 - sigmoid(0))^2 + (0.5 - 1)^2 = 0.25; 6 positives, over the normaliser
+    assert int(pos.sum()) == 6
+    assert res["sensitivity_loss"].item() == pytest.approx(6 * 0.25 / float(criterion.normalizer))
     # the predictions weight the other losses but get gradients only from their own loss
     res["cls_loss"].backward(retain_graph=True)
     assert all(s.grad is None for s in out.sensitivity)
@@ -138,7 +152,9 @@ def test_instance_targets_and_detaching():
 
 def test_combine_mean_and_contrastive_term_enter_the_total():
     sens = ClassSensitivity(3)
-    asl = ASLConfig(combine="mean", contrastive_weight=0.5, instance_weight=2.0)
+    asl = ASLConfig(
+        instance_branch=True, combine="mean", contrastive_weight=0.5, instance_weight=2.0
+    )
     out = _outputs(sens, instance=0.3)
     res = ActionSensitiveLoss(3, asl, reg_weight=1.5)(out, GT_SEGMENTS, GT_LABELS)
     total = (
@@ -166,9 +182,8 @@ def test_plain_outputs_are_refused():
 @pytest.mark.parametrize("normalize", [True, False])
 def test_normalized_weights_keep_the_foreground_share(normalize):
     sens = ClassSensitivity(3)
-    with torch.no_grad():
-        sens.log_sigma.fill_(20.0)  # class-level weights 1; instance-level 0.3 everywhere
-    asl = ASLConfig(contrastive_weight=0.0, normalize=normalize)
+    sens.set_sigma(1e6)  # class-level weights 1; instance-level 0.3 everywhere
+    asl = ASLConfig(instance_branch=True, contrastive_weight=0.0, normalize=normalize)
     out = _outputs(sens, instance=0.3)
     got = ActionSensitiveLoss(3, asl)(out, GT_SEGMENTS, GT_LABELS)
     plain = LocalizationLoss(3)(out, GT_SEGMENTS, GT_LABELS)
@@ -178,3 +193,12 @@ def test_normalized_weights_keep_the_foreground_share(normalize):
     else:
         assert got["reg_loss"].item() == pytest.approx(0.3 * plain["reg_loss"].item(), rel=1e-6)
         assert got["cls_loss"].item() < plain["cls_loss"].item()
+
+
+def test_localization_settings_are_the_one_stage_methods():
+    training = TrainingConfig(center_radius=2.0, reg_weight=0.5, loss_norm_init=50.0)
+    ours = build_method(ASLConfig()).build_loss(3, training)
+    plain = build_method(ActionFormerConfig()).build_loss(3, training)
+    settings = {k: v for k, v in vars(plain).items() if not k.startswith("_")}
+    assert settings == {k: v for k, v in vars(ours).items() if k in settings}
+    assert float(ours.normalizer) == float(plain.normalizer)

@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 
+from tal.config import TrainingConfig
+from tal.engine.trainer import make_optimizer
 from tal.methods import build_method
 from tal.methods.actionformer import ActionFormerConfig
 from tal.methods.asl import ASLConfig
@@ -29,7 +31,7 @@ def test_class_gaussians_by_hand():
     sens = ClassSensitivity(num_classes=2, min_sigma=0.05)
     with torch.no_grad():
         sens.mu[1] = torch.tensor([0.1, 0.4, -0.4])
-        sens.log_sigma[1] = torch.log(torch.tensor([0.5, 0.25, 0.25]))
+    sens.set_sigma(torch.tensor([[1.0, 1.0, 1.0], [0.5, 0.25, 0.25]]))
     x = torch.tensor([0.0, 0.0, 0.3])
     classes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     w = sens(x, classes)
@@ -48,14 +50,50 @@ def test_class_gaussians_by_hand():
     assert w[2].tolist() == pytest.approx([m[0], m[0] * (m[1] + m[2]) / 2])
 
 
-def test_gaussian_width_has_a_floor_and_gets_gradients():
+def test_gaussian_width_has_a_floor_that_keeps_a_gradient():
     sens = ClassSensitivity(num_classes=1, min_sigma=0.1)
+    assert sens.sigma().flatten().tolist() == pytest.approx([1.0] * 3)  # the release's start
     with torch.no_grad():
-        sens.log_sigma.fill_(-10.0)
+        sens.sigma_raw.fill_(-30.0)  # far past the floor
+    assert sens.sigma().min().item() >= 0.1
     assert sens.sigma().min().item() == pytest.approx(0.1)
-    sens.log_sigma.data.fill_(0.0)
+    # near the floor the width still gets a gradient (a clamp would give exactly 0)
+    with torch.no_grad():
+        sens.sigma_raw.fill_(-4.0)
     sens(torch.tensor([0.2, -0.3]), torch.ones(2, 1)).sum().backward()
-    assert sens.mu.grad.abs().sum() > 0 and sens.log_sigma.grad.abs().sum() > 0
+    assert sens.mu.grad.abs().sum() > 0 and (sens.sigma_raw.grad != 0).all()
+    with pytest.raises(ValueError, match="min_sigma"):
+        sens.set_sigma(0.05)
+
+
+def test_old_checkpoints_load_their_widths():
+    # before the softplus widths, checkpoints stored log(sigma)
+    sens = ClassSensitivity(num_classes=2, min_sigma=0.05)
+    old = {"mu": sens.mu.detach().clone(), "log_sigma": torch.log(torch.full((2, 3), 0.3))}
+    sens.load_state_dict(old)
+    assert sens.sigma().flatten().tolist() == pytest.approx([0.3] * 6, rel=1e-5)
+
+
+@pytest.mark.parametrize("decay_on", ["modules", "matrices", "all"])
+def test_gaussians_get_no_weight_decay(decay_on):
+    shape = {"embed_dim": 16, "num_heads": 2, "num_levels": 3, "attention_window": 3}
+    model = build_method(ASLConfig(**shape)).build_network(in_dim=6, num_classes=3)
+    names = model.no_weight_decay()
+    assert names == {"class_sensitivity.mu", "class_sensitivity.sigma_raw"}
+    # the trainer's optimiser honours it under every weight-decay rule
+    training = TrainingConfig(weight_decay=0.05, weight_decay_on=decay_on)
+    groups = make_optimizer(model, training).param_groups
+    gaussians = {id(p) for p in model.class_sensitivity.parameters()}
+    for group in groups:
+        if gaussians & {id(p) for p in group["params"]}:
+            assert group["weight_decay"] == 0.0
+
+
+def test_frozen_gaussians():
+    shape = {"embed_dim": 16, "num_heads": 2, "num_levels": 3, "attention_window": 3}
+    frozen = build_method(ASLConfig(learn_gaussians=False, **shape)).build_network(6, 3)
+    assert not any(p.requires_grad for p in frozen.class_sensitivity.parameters())
+    assert frozen.class_sensitivity.sigma().flatten().tolist() == pytest.approx([1.0] * 9)
 
 
 def test_wrong_shapes_are_refused():
