@@ -5,7 +5,7 @@ mAP per tIoU and average (mean ± std over seeds), wall time and training sample
                            [--config configs/bench72.yaml] [--seeds 0 1 2] [--threads N]
                            [--width 512] [--epochs 30] [--co2net-epochs 250]
                            [--co2net-seconds cells|evaluator] [--python PYTHON]
-                           [--workers 0] [--set key=value ...] [--out runs/bench/parity]
+                           [--workers 0] [--set key=value ...] [--subset test] [--out runs/bench/parity]
                            [--no-page]
 
 PATH is a checkout of the official repository that you provide (it is never copied here and
@@ -651,6 +651,12 @@ def main() -> None:
         "`python -m venv --system-site-packages /tmp/parity-venv` plus its extra packages "
         "(default: this one; absent h5py/tensorboard are stubbed)",
     )
+    parser.add_argument(
+        "--subset",
+        default="test",
+        help="subset both sides are scored on (evaluation.subset; default test: the recipes "
+        "are fixed and the last epoch is scored, nothing is selected on it)",
+    )
     parser.add_argument("--out", default="runs/bench/parity")
     add_page_flag(parser, "parity")
     args = parser.parse_args()
@@ -660,7 +666,7 @@ def main() -> None:
         if path is not None and not path.is_dir():
             parser.error(f"{path}: not a directory (an official checkout)")
     PYTHON[:] = [args.python]
-    base = load_config(args.config)
+    base = load_config(args.config, [f"evaluation.subset={args.subset}"])
     out = Path(args.out)
     rows: list[Row] = []
     sections: list[str] = []
