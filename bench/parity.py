@@ -191,6 +191,9 @@ def actionformer_settings(r: ActionFormerRecipe) -> list[Setting]:
         Setting("opt.warmup_epochs", r.warmup_epochs, "training.warmup_epochs",
                 passes(r.warmup_epochs)),
         Setting("(ModelEma decay)", 0.999, "training.ema_decay"),
+        Setting("(ModelEma warm-up)", False, "training.ema_warmup", True,
+                "ours: the EMA's decay warms up; false: as ModelEma, where after n steps the "
+                "initial weights keep 0.999**n of the average (46% after 770)"),
         Setting("loader.batch_size", 2, "training.batch_size", 1,
                 "ours: pairs, 2 videos each"),
         Setting("(one video per sample)", "-", "pairs.per_video", 1,

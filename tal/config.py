@@ -190,7 +190,14 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(0.05, ge=0)
     warmup_epochs: int = Field(5, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of the weights (0: none)")
+    ema_warmup: bool = Field(
+        True,
+        description="the EMA's decay grows as min(ema_decay, (1 + n) / (10 + n)) over the first "
+        "updates, so that a short run is not dominated by the initial weights; false: "
+        "ema_decay from the first update, as ActionFormer's ModelEma (after n steps the "
+        "initial weights still hold ema_decay**n of the average)",
+    )
     eval_every: int = Field(1, ge=1)
     num_workers: int = Field(
         1, ge=0, description="Ray Train workers (DDP); 0 trains in this process without Ray"

@@ -13,13 +13,15 @@ class ModelEMA:
 
     ``d = min(decay, (1 + n) / (10 + n))`` after n updates: the average warms up, so that a
     short run is not dominated by the initial weights (with 0.999 and a few hundred steps it
-    would be). Buffers that are not floating point (counters) are copied as they are.
+    would be); ``warmup=False`` uses ``decay`` from the first update, as ActionFormer's
+    ``ModelEma``. Buffers that are not floating point (counters) are copied as they are.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
         self.decay = decay
+        self.warmup = warmup
         self.updates = 0
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
@@ -29,7 +31,9 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         current = model.state_dict()
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        d = self.decay
+        if self.warmup:
+            d = min(d, (1 + self.updates) / (10 + self.updates))
         for name, value in self.module.state_dict().items():
             source = current[name].detach()
             if value.dtype.is_floating_point:

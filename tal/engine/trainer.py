@@ -230,7 +230,9 @@ class Trainer:
         self.divisible_by = self.method.divisible_by
         self.num_classes = len(data.label_names)
         self.model = self.method.build_network(data.in_dim, self.num_classes).to(self.device)
-        self.ema = ModelEMA(self.model, config.training.ema_decay)
+        self.ema = ModelEMA(
+            self.model, config.training.ema_decay, warmup=config.training.ema_warmup
+        )
         t = config.training
         self.criterion: torch.nn.Module = self.method.build_loss(self.num_classes, t)
         # what runs forward and backward: the model itself, or its DDP wrapper, which

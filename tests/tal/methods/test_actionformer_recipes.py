@@ -38,6 +38,7 @@ OFFICIAL = {
     "training.lr": (1e-4, 1e-3),
     "training.weight_decay": (0.05, 0.05),
     "training.ema_decay": (0.999, 0.999),
+    "training.ema_warmup": (False, False),
     "training.trunc_thresh": (0.5, 0.5),
     "training.crop_ratio": ((0.9, 1.0), (0.9, 1.0)),
     "inference.score_threshold": (0.001, 0.001),
