@@ -161,9 +161,8 @@ def _param_groups(
     wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
     net = model.module if isinstance(model, wrappers) else model
     named = dict(net.named_parameters())
-    exempt = (
-        set(net.no_weight_decay()) if callable(getattr(net, "no_weight_decay", None)) else set()
-    )
+    listed = getattr(net, "no_weight_decay", None)
+    exempt = set(listed()) if callable(listed) else set()
     unknown = sorted(exempt - named.keys())
     if unknown:
         raise ValueError(f"no_weight_decay() names parameters the network lacks: {unknown}")

@@ -216,6 +216,7 @@ class I2NetLocalizer(Localizer):
         if self.intra is None:
             return x
         block = self.intra[level - 1]
+        assert isinstance(block, CrossAttentionBlock)
         return windowed_cross_attention(
             block, x, mask, finer, finer_mask, self.context_window(level - 1)
         )
@@ -249,6 +250,7 @@ class I2NetLocalizer(Localizer):
                 xs[s], ms[s] = self.level(level, xs[s], ms[s])
             if self.inter is not None:
                 inter, window = self.inter[level], self.context_window(level)
+                assert isinstance(inter, CrossAttentionBlock)
                 if paired:
                     (xa, xb), (ma, mb) = xs, ms
                     xs = [

@@ -338,7 +338,9 @@ class ConvTransformerBlock(nn.Module):
             nn.Linear(4 * dim, dim),
             nn.Dropout(dropout),
         )
-        for layer in (self.mlp[0], self.mlp[3]):
+        for index in (0, 3):
+            layer = self.mlp[index]
+            assert isinstance(layer, nn.Linear)
             nn.init.zeros_(layer.bias)
         self.path_attn = residual_branch(dim, drop_path)
         self.path_mlp = residual_branch(dim, drop_path)
