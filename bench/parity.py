@@ -5,7 +5,8 @@ mAP per tIoU and average (mean ± std over seeds), wall time and training sample
                            [--config configs/bench72.yaml] [--seeds 0 1 2] [--threads N]
                            [--width 512] [--epochs 30] [--co2net-epochs 250]
                            [--co2net-seconds cells|evaluator] [--python PYTHON]
-                           [--workers 0] [--set key=value ...] [--subset test] [--out runs/bench/parity]
+                           [--workers 0] [--set key=value ...] [--subset test] [--reuse]
+                           [--out runs/bench/parity]
                            [--no-page]
 
 PATH is a checkout of the official repository that you provide (it is never copied here and
@@ -404,6 +405,7 @@ def fresh_seed_dir(run: Path) -> Path:
     checkpoint, theirs evaluate a stale one)."""
     for part in ("official", "ours"):
         shutil.rmtree(run / part, ignore_errors=True)
+    (run / SEED_RECORD).unlink(missing_ok=True)
     run.mkdir(parents=True, exist_ok=True)
     return run
 
@@ -411,6 +413,40 @@ def fresh_seed_dir(run: Path) -> Path:
 def _write(detections: Detections, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_predictions(detections, path)
+
+
+SEED_RECORD = "parity_seed.json"
+
+
+def finished_seed(run: Path, base: ExperimentConfig) -> tuple[Score, Score] | None:
+    """Both sides of a seed this bench finished earlier in ``run`` (``--reuse``): scored again
+    from their recorded predictions, with their recorded times; None when not finished."""
+    path = run / SEED_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    official, ours = (
+        Score(
+            score(base, Path(record[side]["predictions"])),
+            float(record[side]["seconds"]),
+            float(record[side]["samples_per_second"]),
+        )
+        for side in ("official", "ours")
+    )
+    return official, ours
+
+
+def record_seed(run: Path, official: tuple[Path, Score], ours: tuple[Path, Score]) -> None:
+    """Mark the seed in ``run`` finished: each side's predictions file and times."""
+    record = {
+        side: {
+            "predictions": str(pred.resolve()),
+            "seconds": result.seconds,
+            "samples_per_second": result.samples_per_second,
+        }
+        for side, (pred, result) in (("official", official), ("ours", ours))
+    }
+    (run / SEED_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 def parity_actionformer(
@@ -429,6 +465,12 @@ def parity_actionformer(
     train_videos = len([v for v, s in export.subsets.items() if s in base.data.train_subsets])
     official, ours = Row("ActionFormer, official code"), Row("ActionFormer, ours")
     for seed in args.seeds:
+        done = finished_seed((out / f"seed{seed}").resolve(), base) if args.reuse else None
+        if done is not None:
+            official.runs.append(done[0])
+            ours.runs.append(done[1])
+            print(f"seed {seed}: ActionFormer, reused the finished runs", flush=True)
+            continue
         run = fresh_seed_dir((out / f"seed{seed}").resolve())
         cfg = actionformer_yaml(
             settings,
@@ -462,8 +504,9 @@ def parity_actionformer(
         steps = (train_videos // 2) * 2 * (recipe.epochs + recipe.warmup_epochs)
         official.runs.append(Score(score(base, pred), train_s + eval_s, steps / train_s))
         config = our_config("configs/demo_actionformer.yaml", base, settings, args, seed, run)
-        pred, seconds, rate = run_ours(config, args.workers, train_videos)
-        ours.runs.append(Score(score(base, pred), seconds, rate))
+        our_pred, seconds, rate = run_ours(config, args.workers, train_videos)
+        ours.runs.append(Score(score(base, our_pred), seconds, rate))
+        record_seed(run, (pred, official.runs[-1]), (our_pred, ours.runs[-1]))
         print(
             f"seed {seed}: ActionFormer official {official.runs[-1].result.average_mAP:.4f}, "
             f"ours {ours.runs[-1].result.average_mAP:.4f}",
@@ -519,6 +562,12 @@ def parity_co2net(
     settings = co2net_settings(recipe, len(train_ids))
     official, ours = Row("CO2-Net, official code"), Row("CO2-Net, ours")
     for seed in args.seeds:
+        done = finished_seed((out / f"seed{seed}").resolve(), base) if args.reuse else None
+        if done is not None:
+            official.runs.append(done[0])
+            ours.runs.append(done[1])
+            print(f"seed {seed}: CO2-Net, reused the finished runs", flush=True)
+            continue
         run = fresh_seed_dir((out / f"seed{seed}").resolve())
         options = [
             f"--path-dataset={export.path_dataset.resolve()}",
@@ -550,8 +599,9 @@ def parity_co2net(
         rate = iterations * recipe.batch_size / saved["train_seconds"]
         official.runs.append(Score(score(base, pred), seconds, rate))
         config = our_config("configs/demo_co2net.yaml", base, settings, args, seed, run)
-        pred, seconds, rate = run_ours(config, args.workers, len(train_ids))
-        ours.runs.append(Score(score(base, pred), seconds, rate))
+        our_pred, seconds, rate = run_ours(config, args.workers, len(train_ids))
+        ours.runs.append(Score(score(base, our_pred), seconds, rate))
+        record_seed(run, (pred, official.runs[-1]), (our_pred, ours.runs[-1]))
         print(
             f"seed {seed}: CO2-Net official {official.runs[-1].result.average_mAP:.4f}, "
             f"ours {ours.runs[-1].result.average_mAP:.4f}",
@@ -659,6 +709,11 @@ def main() -> None:
         default="test",
         help="subset both sides are scored on (evaluation.subset; default test: the recipes "
         "are fixed and the last epoch is scored, nothing is selected on it)",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the seeds an earlier run in --out finished (both sides), run the others",
     )
     parser.add_argument("--out", default="runs/bench/parity")
     add_page_flag(parser, "parity")

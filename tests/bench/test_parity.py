@@ -274,3 +274,37 @@ def test_co2net_recipe():
     assert (ours.training.optimizer, ours.training.schedule) == ("adam", "constant")
     assert ours.training.ema_decay == 0.0 and ours.model.fusion_dim is None
     assert (ours.model.max_seq_len, ours.model.topk_ratio) == (112, 7)
+
+
+def test_a_finished_seed_is_reused_with_its_times(tiny, tmp_path):
+    """--reuse: a seed recorded as finished comes back scored from its predictions files with
+    its recorded times; a seed dir without the record (or freshly cleared) is not finished."""
+    import parity
+
+    from tal.config import load_config
+
+    store, annotations, ann = tiny
+    out = parity_io.export_actionformer(store, annotations, tmp_path / "af", ["validation"])
+    results = {
+        "video-id": ["val_a"],
+        "t-start": np.array([2.0], dtype=np.float32),
+        "t-end": np.array([6.0], dtype=np.float32),
+        "label": np.array([1]),
+        "score": np.array([0.9], dtype=np.float32),
+    }
+    pred = write_predictions(
+        parity_io.actionformer_to_detections(results, out.label_names), tmp_path / "p.json"
+    )
+    base = load_config(None, [f"data.annotations={ann}", "evaluation.subset=validation"])
+    run = tmp_path / "seed0"
+    run.mkdir()
+    assert parity.finished_seed(run, base) is None
+    official = parity.Score(parity.score(base, pred), 12.0, 3.0)
+    ours = parity.Score(parity.score(base, pred), 7.0, 5.0)
+    parity.record_seed(run, (pred, official), (pred, ours))
+    again = parity.finished_seed(run, base)
+    assert again is not None
+    assert [(s.seconds, s.samples_per_second) for s in again] == [(12.0, 3.0), (7.0, 5.0)]
+    assert again[0].result.average_mAP == pytest.approx(official.result.average_mAP)
+    parity.fresh_seed_dir(run)
+    assert parity.finished_seed(run, base) is None
