@@ -436,6 +436,17 @@ def finished_seed(run: Path, base: ExperimentConfig) -> tuple[Score, Score] | No
     return official, ours
 
 
+def reuse_seed(run: Path, base: ExperimentConfig, official: Row, ours: Row) -> bool:
+    """Add the seed finished earlier in ``run`` to both rows (``--reuse``); False if none."""
+    done = finished_seed(run, base)
+    if done is None:
+        return False
+    official.runs.append(done[0])
+    ours.runs.append(done[1])
+    print(f"{run.name}: {official.label} and {ours.label}: reused the finished runs", flush=True)
+    return True
+
+
 def record_seed(run: Path, official: tuple[Path, Score], ours: tuple[Path, Score]) -> None:
     """Mark the seed in ``run`` finished: each side's predictions file and times."""
     record = {
@@ -465,11 +476,7 @@ def parity_actionformer(
     train_videos = len([v for v, s in export.subsets.items() if s in base.data.train_subsets])
     official, ours = Row("ActionFormer, official code"), Row("ActionFormer, ours")
     for seed in args.seeds:
-        done = finished_seed((out / f"seed{seed}").resolve(), base) if args.reuse else None
-        if done is not None:
-            official.runs.append(done[0])
-            ours.runs.append(done[1])
-            print(f"seed {seed}: ActionFormer, reused the finished runs", flush=True)
+        if args.reuse and reuse_seed((out / f"seed{seed}").resolve(), base, official, ours):
             continue
         run = fresh_seed_dir((out / f"seed{seed}").resolve())
         cfg = actionformer_yaml(
@@ -562,11 +569,7 @@ def parity_co2net(
     settings = co2net_settings(recipe, len(train_ids))
     official, ours = Row("CO2-Net, official code"), Row("CO2-Net, ours")
     for seed in args.seeds:
-        done = finished_seed((out / f"seed{seed}").resolve(), base) if args.reuse else None
-        if done is not None:
-            official.runs.append(done[0])
-            ours.runs.append(done[1])
-            print(f"seed {seed}: CO2-Net, reused the finished runs", flush=True)
+        if args.reuse and reuse_seed((out / f"seed{seed}").resolve(), base, official, ours):
             continue
         run = fresh_seed_dir((out / f"seed{seed}").resolve())
         options = [

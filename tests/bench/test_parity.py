@@ -306,5 +306,8 @@ def test_a_finished_seed_is_reused_with_its_times(tiny, tmp_path):
     assert again is not None
     assert [(s.seconds, s.samples_per_second) for s in again] == [(12.0, 3.0), (7.0, 5.0)]
     assert again[0].result.average_mAP == pytest.approx(official.result.average_mAP)
+    rows = parity.Row("official"), parity.Row("ours")
+    assert parity.reuse_seed(run, base, *rows)
+    assert [r.runs[0].seconds for r in rows] == [12.0, 7.0]
     parity.fresh_seed_dir(run)
     assert parity.finished_seed(run, base) is None
