@@ -113,6 +113,13 @@ def eval_cmd(
         typer.Option(help="tIoU thresholds, e.g. --tiou 0.3 0.4 0.5 0.6 0.7 (default THUMOS14)"),
     ] = None,
     output: Annotated[Path | None, typer.Option(help="write the result JSON here")] = None,
+    drop_invalid: Annotated[
+        bool,
+        typer.Option(
+            help="drop detections whose segment is reversed or starts before 0 (counted) "
+            "instead of stopping"
+        ),
+    ] = False,
 ) -> None:
     """mAP at tIoU thresholds, exactly as the official ActivityNet evaluation computes it."""
     from tal.data.annotations import AnnotationError, load_annotations
@@ -120,7 +127,7 @@ def eval_cmd(
     from tal.evaluation.detection import THUMOS14_TIOU, evaluate_detection
 
     gt = load_annotations(ground_truth, segments="keep")
-    pred = load_predictions(predictions)
+    pred = load_predictions(predictions, "drop" if drop_invalid else "error", _echo)
     try:
         result = evaluate_detection(gt, pred, subset, tiou or list(THUMOS14_TIOU))
     except ValueError as exc:
@@ -595,7 +602,11 @@ def models_cmd(
 def predict_cmd(
     videos: Annotated[list[Path], typer.Argument(help="video files to localize actions in")],
     model: Annotated[
-        str, typer.Option(help="models:/NAME@champion, models:/NAME/VERSION or runs:/RUN/model")
+        str,
+        typer.Option(
+            help="models:/NAME@champion, models:/NAME/VERSION, models:/MODEL_ID, "
+            "runs:/RUN/PATH or a model directory"
+        ),
     ],
     output: Annotated[Path, typer.Option(help="predictions JSON to write")],
     plot: Annotated[
@@ -626,6 +637,20 @@ def predict_cmd(
     if result.failed:
         _echo(f"{len(result.failed)} videos could not be read: {', '.join(result.failed)}")
         raise typer.Exit(1)
+
+
+@app.command("package")
+def package_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="RUN_DIR/checkpoint.pt from `tal train`")],
+    output: Annotated[Path, typer.Option(help="model directory to write")],
+) -> None:
+    """Package a checkpoint as a tensor-only model directory (what the registry holds), for
+    `tal predict --model DIR` or to log by hand."""
+    from tal.engine.checkpoint import load_checkpoint
+    from tal.engine.package import PackagedLocalizer
+
+    folder = PackagedLocalizer.from_checkpoint_state(load_checkpoint(checkpoint)).save(output)
+    typer.echo(f"{checkpoint} -> {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
 
 
 @app.command("infer")

@@ -95,8 +95,9 @@ def predict_videos(
         raise PredictError(f"video files not found: {', '.join(absent)}")
     try:
         model = load_packaged(model_uri, tracking_uri)
-    except Exception as exc:  # MlflowException, missing alias, unpickling
-        raise PredictError(f"cannot load model {model_uri}: {exc}") from None
+    except Exception as exc:  # MlflowException, missing alias, refused or damaged files
+        reason = str(exc).removeprefix(f"{model_uri}: ")
+        raise PredictError(f"cannot load model {model_uri}: {reason}") from None
     extractor = extractor_for(model, device)
     model.to(extractor.device)
     dtype = np.dtype(model.feature_attrs.get("dtype", "float32"))

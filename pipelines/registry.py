@@ -1,29 +1,39 @@
 """The MLflow model registry: log a trained localizer, register it, keep ``champion`` on the best.
 
-A model is logged with ``mlflow.pytorch`` as a pickled ``PackagedLocalizer`` (weights, config,
-label map, feature timing and partner bank together), so ``mlflow.pytorch.load_model`` gives a
-module that predicts on its own. ``serialization_format="pickle"``: MLflow's default
-(torch.export) fixes input shapes, and videos differ in length. One registered model per
-dataset and method; the alias ``champion`` moves to a new version only when its validation
+A model is logged as an MLflow 3 LoggedModel of the run (``models:/<model_id>``) whose
+artifacts are a tensor-only model directory (``tal.engine.model_files``: safetensors weights,
+the config, label names, feature settings and partner bank as JSON; flavour
+``pipelines.model_flavor``). Loading one (``load_packaged``) reads those files and rebuilds
+the network with the project's code; nothing is unpickled, and a pickled model (an
+``mlflow.pytorch`` artifact) is refused by both ``load_packaged`` and ``register``, so
+whoever can write to the tracking server cannot run code on a machine that predicts with
+the champion. One registered model per dataset and method; the alias ``champion`` moves to a new version only when its validation
 score (average mAP for localizers, clip accuracy for backbones) beats the current champion's,
 and the comparison is logged with the run.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from features.errors import UserInputError
 from pipelines.tracking import client
 
 if TYPE_CHECKING:
-    import torch
-
     from tal.engine.package import PackagedLocalizer
 
 CHAMPION = "champion"
 SCORE = "val_average_mAP"
-PIP_REQUIREMENTS = ["tal-pipeline", "torch==2.13.0", "numpy"]
+
+
+class RegistryError(UserInputError):
+    """A model URI or registered model that cannot be used; names it and why."""
 
 
 @dataclass
@@ -49,25 +59,71 @@ class Registration:
         )
 
 
-def log_model(uri: str, run_id: str, model: torch.nn.Module) -> str:
-    """Log ``model`` (a PackagedLocalizer, an I3D) to the run as ``model``; returns its
-    artifact URI.
+def log_model(
+    uri: str,
+    run_id: str,
+    folder: str | os.PathLike[str],
+    kind: str,
+    metrics: Mapping[str, float] | None = None,
+    step: int = 0,
+) -> str:
+    """Log the model directory ``folder`` (``tal.engine.model_files``) as the run's
+    LoggedModel ``model`` and return ``models:/<model_id>``; ``metrics`` (the run's final
+    validation scores, at ``step``) are linked to the model.
 
-    Saved with ``mlflow.pytorch.save_model`` and uploaded through a client bound to ``uri``:
-    MLflow's fluent API would set a process-wide tracking URI (and ``MLFLOW_TRACKING_URI``),
-    and a later run in the same process would then log to this store."""
-    import tempfile
+    Through a client bound to ``uri``: MLflow's fluent API would set a process-wide
+    tracking URI, and a later run in the same process would then log to this store."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
-    import mlflow.pytorch
+    from pipelines.model_flavor import FLAVORS, write_mlmodel
 
     c = client(uri)
-    with tempfile.TemporaryDirectory(prefix="tal-model-") as folder:
-        path = f"{folder}/model"
-        mlflow.pytorch.save_model(
-            model, path, serialization_format="pickle", pip_requirements=PIP_REQUIREMENTS
+    run = c.get_run(run_id)
+    logged = c.create_logged_model(
+        run.info.experiment_id, name="model", source_run_id=run_id, model_type=FLAVORS[kind]
+    )
+    try:
+        write_mlmodel(Path(folder), kind, logged.model_id, run_id)
+        c.log_model_artifacts(logged.model_id, str(folder))
+    except BaseException:
+        c.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    c.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    c.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step)])
+    for key, value in (metrics or {}).items():
+        c.log_metric(run_id, key, float(value), step=step, model_id=logged.model_id)
+    return f"models:/{logged.model_id}"
+
+
+def _logged_model_id(model_uri: str) -> str | None:
+    """``m-...`` of ``models:/m-...`` (a LoggedModel), else None (a registered model)."""
+    ref = model_uri.removeprefix("models:/")
+    if model_uri.startswith("models:/") and ref.startswith("m-") and "/" not in ref:
+        return ref if "@" not in ref else None
+    return None
+
+
+def check_tensor_only(uri: str, model_uri: str) -> None:
+    """Raise ``RegistryError`` unless ``model_uri``'s artifacts are a tensor-only model
+    directory (what ``log_model`` writes): the registry takes no pickled model."""
+    from mlflow.artifacts import list_artifacts
+
+    from tal.engine.model_files import MODEL_FILE, PICKLED_MARKERS
+
+    location = _source_of(model_uri, uri)
+    top = {Path(f.path).name for f in list_artifacts(artifact_uri=location, tracking_uri=uri)}
+    data = (
+        {f"data/{Path(f.path).name}" for f in list_artifacts(f"{location}/data", tracking_uri=uri)}
+        if "data" in top
+        else set()
+    )
+    pickled = [m for m in PICKLED_MARKERS if m in top | data]
+    if pickled or MODEL_FILE not in top:
+        what = f"a pickled model ({pickled[0]})" if pickled else f"no {MODEL_FILE}"
+        raise RegistryError(
+            f"{model_uri}: {what}; the registry takes only tensor-only models "
+            "(pipelines.registry.log_model)"
         )
-        c.log_artifacts(run_id, path, "model")
-    return f"{c.get_run(run_id).info.artifact_uri}/model"
 
 
 def _version_score(c, name: str, version: str) -> float:
@@ -92,21 +148,55 @@ def champion(uri: str, name: str) -> tuple[str, float] | None:
     return str(mv.version), _version_score(c, name, mv.version)
 
 
+def _link_version(c, model_id: str, name: str, version: str) -> None:
+    """Record the registered version on the LoggedModel (the tag ``mlflow.modelVersions``
+    that ``mlflow.register_model`` sets), so the model's page lists it."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    links = json.loads(c.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    links.append({"name": name, "version": version})
+    c.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(links)})
+
+
 def register(
-    uri: str, run_id: str, model_uri: str, name: str, score: float, score_name: str = SCORE
+    uri: str,
+    run_id: str,
+    model_uri: str,
+    name: str,
+    score: float,
+    score_name: str = SCORE,
+    description: str | None = None,
+    model_description: str | None = None,
 ) -> Registration:
     """Register ``model_uri`` under ``name`` and move ``champion`` to it if it scores higher
-    (``score``: the run's ``score_name`` metric, higher is better)."""
+    (``score``: the run's ``score_name`` metric, higher is better). ``description`` is the
+    version's (what it is, trained on what, its scores); ``model_description`` the registered
+    model's, set when it is created."""
     from mlflow.exceptions import MlflowException
 
+    check_tensor_only(uri, model_uri)
     c = client(uri)
     try:
         c.get_registered_model(name)
     except MlflowException:
-        c.create_registered_model(name)
+        c.create_registered_model(name, description=model_description)
     before = champion(uri, name)
     tags = {"score": repr(float(score)), "score_name": score_name, "run_id": run_id}
-    mv = c.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+    model_id = _logged_model_id(model_uri)
+    if model_id:
+        tags["model_id"] = model_id
+    # the LoggedModel's storage location, not ``models:/m-...``: MLflow's SQL registry would
+    # resolve that through the process-wide tracking URI rather than ``uri``
+    mv = c.create_model_version(
+        name,
+        _source_of(model_uri, uri),
+        run_id=run_id,
+        tags=tags,
+        description=description,
+        model_id=model_id,
+    )
+    if model_id:
+        _link_version(c, model_id, name, str(mv.version))
     promoted = before is None or score > before[1]
     if promoted:
         c.set_registered_model_alias(name, CHAMPION, mv.version)
@@ -180,25 +270,63 @@ def list_versions(uri: str, name: str | None = None) -> list[ModelVersion]:
 
 
 def load_packaged(model_uri: str, uri: str | None = None) -> PackagedLocalizer:
-    """A registered or logged model (``models:/NAME@champion``, ``runs:/ID/model``, ...)."""
-    import mlflow.pytorch
+    """A packaged localizer from a model directory on disk, a registered model
+    (``models:/NAME@champion``, ``models:/NAME/VERSION``), a LoggedModel (``models:/m-...``)
+    or a run's artifact (``runs:/RUN/PATH``), read from the tracking store at ``uri``
+    (default ``$MLFLOW_TRACKING_URI``; none: an error, never a new local store). Nothing is
+    unpickled: a pickled model is refused with a message."""
+    from mlflow.artifacts import download_artifacts
 
-    if uri and model_uri.startswith(("models:/", "runs:/")):
-        # resolve through a client bound to ``uri`` rather than the process-wide setting
-        model_uri = _source_of(model_uri, uri)
-    return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    from tal.engine.model_files import ModelFileError
+    from tal.engine.package import PackagedLocalizer
+
+    if Path(model_uri).is_dir():
+        return PackagedLocalizer.load(model_uri)
+    if not model_uri.startswith(("models:/", "runs:/")):
+        raise RegistryError(
+            f"{model_uri}: expected a model directory, models:/NAME@ALIAS, "
+            "models:/NAME/VERSION, models:/MODEL_ID or runs:/RUN/PATH"
+        )
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise RegistryError(
+            f"{model_uri}: no tracking store to read it from; give --tracking-uri or set "
+            "MLFLOW_TRACKING_URI"
+        )
+    location = _source_of(model_uri, uri)
+    with tempfile.TemporaryDirectory(prefix="tal-model-") as tmp:
+        folder = download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=uri)
+        try:
+            return PackagedLocalizer.load(folder)
+        except ModelFileError as exc:
+            raise RegistryError(str(exc).replace(str(Path(folder)), model_uri)) from None
 
 
-def _source_of(model_uri: str, uri: str) -> str:
-    """The artifact location behind ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or
-    ``runs:/RUN/PATH`` in the store at ``uri``."""
+def _source_of(model_uri: str, uri: str, depth: int = 0) -> str:
+    """The artifact location behind ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
+    ``models:/MODEL_ID`` or ``runs:/RUN/PATH`` in the store at ``uri``."""
+    from mlflow.exceptions import MlflowException
+
+    if depth > 3:
+        raise RegistryError(f"{model_uri}: its source refers to other models more than 3 deep")
+
     c = client(uri)
-    if model_uri.startswith("runs:/"):
-        run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
-        return f"{c.get_run(run_id).info.artifact_uri}/{path}"
-    ref = model_uri.removeprefix("models:/")
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return c.get_model_version_by_alias(name, alias).source
-    name, _, version = ref.partition("/")
-    return c.get_model_version(name, version).source
+    try:
+        if model_uri.startswith("runs:/"):
+            run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
+            return f"{c.get_run(run_id).info.artifact_uri}/{path}"
+        model_id = _logged_model_id(model_uri)
+        if model_id is not None:
+            return c.get_logged_model(model_id).artifact_location
+        ref = model_uri.removeprefix("models:/")
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            mv = c.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = ref.partition("/")
+            mv = c.get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"{model_uri}: not found in {uri} ({exc.message})") from None
+    if str(mv.source).startswith(("models:/", "runs:/")):
+        return _source_of(str(mv.source), uri, depth + 1)
+    return str(mv.source)

@@ -25,6 +25,10 @@ from pipelines.errors import PipelineInputError
 from tal.config import ExperimentConfig, dump_config
 
 CHECK_TIMEOUT_S = 5.0
+# the experiment tag that makes MLflow 3's UI open an experiment on its model-training view
+# (untagged experiments are listed under GenAI's evaluation runs)
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 # training-loop keys -> MLflow metric names (the rest keep their names: lr, val_mAP_0.50, ...)
@@ -161,9 +165,13 @@ def start_run(
     name = experiment_name(config)
     experiment = c.get_experiment_by_name(name)
     if experiment is None:
-        exp_id = c.create_experiment(name, artifact_location=artifact_location(uri))
+        exp_id = c.create_experiment(
+            name, artifact_location=artifact_location(uri), tags={EXPERIMENT_KIND: MODEL_TRAINING}
+        )
     else:
         exp_id = experiment.experiment_id
+        if experiment.tags.get(EXPERIMENT_KIND) is None:
+            c.set_experiment_tag(exp_id, EXPERIMENT_KIND, MODEL_TRAINING)
     run = c.create_run(exp_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     params = [Param(k, v) for k, v in flatten(config.to_yaml_dict()).items()]
@@ -172,6 +180,55 @@ def start_run(
     c.log_batch(run_id, tags=[RunTag("mlflow.runName", run_name)])
     c.log_text(run_id, dump_config(config), "config.yaml")
     return exp_id, run_id
+
+
+def log_dataset_inputs(
+    uri: str,
+    run_id: str,
+    store: str,
+    store_attrs: Mapping[str, Any],
+    videos: int,
+    digest: str,
+    annotations: str,
+) -> None:
+    """Record the feature store and the annotations as the run's dataset inputs (name,
+    digest, source, schema, profile), the MLflow view of what the model was trained on."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from features.weights import sha256_file
+
+    schema = {
+        "modalities": list(store_attrs.get("modalities", [])),
+        "feature_dims": store_attrs.get("feature_dims", {}),
+        "dtype": store_attrs.get("dtype"),
+        "stride": store_attrs.get("stride"),
+        "clip_length": store_attrs.get("clip_length"),
+        "fps": store_attrs.get("fps"),
+    }
+    inputs = [
+        DatasetInput(
+            Dataset(
+                name=Path(store).name or store,
+                digest=digest[:36],
+                source_type="zarr",
+                source=json.dumps({"uri": store}),
+                schema=json.dumps(schema, default=str),
+                profile=json.dumps({"videos": videos}),
+            ),
+            [InputTag("mlflow.data.context", "training")],
+        ),
+        DatasetInput(
+            Dataset(
+                name=Path(annotations).name,
+                digest=sha256_file(annotations)[:36],
+                source_type="local",
+                source=json.dumps({"uri": annotations}),
+                schema=json.dumps({"format": "ActivityNet-style JSON (database, subsets)"}),
+            ),
+            [InputTag("mlflow.data.context", "training")],
+        ),
+    ]
+    client(uri).log_inputs(run_id, datasets=inputs)
 
 
 class RunLogger:

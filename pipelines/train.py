@@ -39,6 +39,7 @@ from pipelines.tracking import (
     check_tracking,
     client,
     git_commit,
+    log_dataset_inputs,
     method_name,
     registered_model_name,
     start_run,
@@ -439,6 +440,25 @@ def open_run(
     return run_name, run_id, exp_id
 
 
+def version_description(
+    config: ExperimentConfig,
+    annotations: str,
+    store: str,
+    digest: str,
+    scores: dict[str, float],
+) -> str:
+    """A registered version's description: method, data, features and validation scores."""
+    feats = config.features
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items()))
+    return (
+        f"method: {method_name(config)} (experiment {config.name}, seed {config.seed})\n"
+        f"data: {annotations}, trained on {', '.join(map(str, config.data.train_subsets))}\n"
+        f"features: {store} ({feats.extractor}, {'+'.join(feats.modalities)}, clip "
+        f"{feats.clip_length} stride {feats.stride}; digest {digest[:12]})\n"
+        f"scores: {shown}"
+    )
+
+
 def run_training(
     config: ExperimentConfig,
     annotations: str | os.PathLike[str] | None = None,
@@ -468,6 +488,8 @@ def run_training(
     uri = tracking_uri(config)
     check_tracking(uri)
     data = load_data(config, annotations, store, pairs)
+    features = open_store(store)
+    digest = store_digest(features)
     run_name, run_id, exp_id = open_run(
         config,
         uri,
@@ -477,9 +499,12 @@ def run_training(
         lambda: {
             "method": method_name(config),
             "feature_store": store,
-            "feature_store_digest": store_digest(open_store(store)),
+            "feature_store_digest": digest,
             "workers": str(workers),
         },
+    )
+    log_dataset_inputs(
+        uri, run_id, store, features.attrs, len(features.completed()), digest, annotations
     )
     del data
     job = TrainJob(
@@ -508,13 +533,24 @@ def run_training(
         if register:
             from pipelines.registry import log_model
             from pipelines.registry import register as register_model
-            from tal.engine.package import PackagedLocalizer
+            from tal.engine.package import KIND, PackagedLocalizer
 
-            outcome.model_uri = log_model(
-                uri, run_id, PackagedLocalizer.from_checkpoint_state(state)
-            )
+            packaged = PackagedLocalizer.from_checkpoint_state(state)
+            with tempfile.TemporaryDirectory(prefix="tal-model-") as folder:
+                packaged.save(folder)
+                val = {k: v for k, v in metrics.items() if k.startswith("val_")}
+                outcome.model_uri = log_model(uri, run_id, folder, KIND, val, state.epoch)
             outcome.registration = register_model(
-                uri, run_id, outcome.model_uri, registered_model_name(config), score
+                uri,
+                run_id,
+                outcome.model_uri,
+                registered_model_name(config),
+                score,
+                description=version_description(config, annotations, store, digest, val),
+                model_description=(
+                    f"{method_name(config)} action localizer for {config.dataset}, registered "
+                    "by `tal train`; the alias champion follows the best val_average_mAP."
+                ),
             )
             log(outcome.registration.line())
     return outcome

@@ -124,11 +124,28 @@ def backbone_loop(fields: dict[str, object]) -> BackboneReport | None:
     if job.register:
         from features.weights import resolve_network
         from pipelines.registry import log_model, register
+        from tal.engine.model_files import write_model_dir
 
-        network, _ = resolve_network(
+        network, meta = resolve_network(
             config.features.extractor, str(output), config.backbone.modality
         )
-        model_uri = log_model(job.tracking_uri, job.run_id, network)
+        description: dict[str, object] = {
+            "extractor": config.features.extractor,
+            "modality": config.backbone.modality,
+            "origin": str(meta.get("origin", "")),
+            "digest": str(meta.get("digest", "")),
+            "class_names": list(report.class_names),
+        }
+        with tempfile.TemporaryDirectory(prefix="tal-model-") as folder:
+            write_model_dir(folder, "extractor", description, network.state_dict())
+            model_uri = log_model(
+                job.tracking_uri,
+                job.run_id,
+                folder,
+                "extractor",
+                {SCORE: float(report.val_accuracy)},
+                len(report.epochs),
+            )
         registration = register(
             job.tracking_uri,
             job.run_id,
@@ -136,6 +153,17 @@ def backbone_loop(fields: dict[str, object]) -> BackboneReport | None:
             registered_backbone_name(config),
             float(report.val_accuracy),
             SCORE,
+            description=(
+                f"{config.features.extractor} {config.backbone.modality} backbone fine-tuned on "
+                f"{report.train_clips} clips of {len(report.class_names)} classes from "
+                f"{meta.get('origin', 'unknown')}; {SCORE} {report.val_accuracy:.4f} on "
+                f"{report.val_clips} clips"
+            ),
+            model_description=(
+                f"{config.features.extractor} {config.backbone.modality} feature extractor for "
+                f"{config.dataset}, registered by `tal train-backbone`; the alias champion "
+                f"follows the best {SCORE}."
+            ),
         )
         session.say(registration.line())
         logged["registration"] = asdict(registration)

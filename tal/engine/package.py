@@ -1,7 +1,7 @@
 """A trained model packaged to run alone: weights plus everything inference needs.
 
-``PackagedLocalizer`` is what gets logged to a model registry (it pickles as one
-``nn.Module``): the EMA weights, the experiment config as plain data (post-processing, the
+``PackagedLocalizer`` is what gets logged to a model registry, as a tensor-only model
+directory (``tal.engine.model_files``; ``save``/``load``, nothing unpickled): the EMA weights, the experiment config as plain data (post-processing, the
 method's settings, the extractor settings the features came from), the label names, the
 feature store's attributes (clip length, stride, fps, weights digests) and the method's
 inference assets (I2Net's partner bank). Given a video's features it returns detections in
@@ -10,10 +10,13 @@ seconds, the same as the checkpoint does, through the method's decoding.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from tal.config import ExperimentConfig, config_from_dict
@@ -22,8 +25,24 @@ from tal.data.predictions import Detections
 from tal.data.timing import FeatureTiming
 from tal.engine.checkpoint import CheckpointState
 from tal.engine.inference import load_trained, predict, predict_video
+from tal.engine.model_files import ModelFileError, load_weights, read_model_dir, write_model_dir
 from tal.methods import Method, PostprocessSettings, build_method
 from tal.methods.base import InferenceAssets
+
+KIND = "localizer"
+
+
+class _Description(BaseModel):
+    """What a localizer's model directory describes, checked on load."""
+
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+
+    config: dict[str, object]
+    label_names: list[str] = Field(min_length=1)
+    modalities: list[str] = Field(min_length=1)
+    in_dim: int = Field(gt=0)
+    feature_attrs: dict[str, object]
+    assets: dict[str, object] | None = None
 
 
 class PackagedLocalizer(nn.Module):
@@ -37,6 +56,7 @@ class PackagedLocalizer(nn.Module):
         modalities: Sequence[str],
         feature_attrs: Mapping[str, object],
         assets: Mapping[str, object] | None = None,
+        in_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model.eval()
@@ -45,6 +65,52 @@ class PackagedLocalizer(nn.Module):
         self.modalities = list(modalities)
         self.feature_attrs = dict(feature_attrs)
         self.assets_state = dict(assets) if assets is not None else None
+        self.in_dim = in_dim
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model directory at ``path``: weights and assets as safetensors, the
+        rest as JSON (``tal.engine.model_files``)."""
+        if self.in_dim is None:
+            raise ValueError("packaged model: in_dim unknown (package it from a checkpoint)")
+        description: dict[str, object] = {
+            "method": self.config.model.name,
+            "config": self.config_data,
+            "label_names": self.label_names,
+            "modalities": self.modalities,
+            "in_dim": int(self.in_dim),
+            "feature_attrs": self.feature_attrs,
+            "assets": self.assets_state,
+        }
+        return write_model_dir(path, KIND, description, self.model.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PackagedLocalizer:
+        """Rebuild a packaged model from its directory: the method named in the stored config
+        builds the network and the weights are loaded into it; nothing is unpickled."""
+        files = read_model_dir(path, KIND)
+        where = str(Path(path))
+        try:
+            desc = _Description.model_validate(files.description)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            spot = ".".join(str(p) for p in first["loc"])
+            raise ModelFileError(f"{where}: description field {spot!r}: {first['msg']}") from None
+        try:
+            config = config_from_dict(dict(desc.config), f"{where} config")
+            method = build_method(config.model)
+        except (ValueError, KeyError) as exc:
+            raise ModelFileError(f"{where}: {exc}") from None
+        network = method.build_network(desc.in_dim, len(desc.label_names))
+        load_weights(network, files.weights, where)
+        return cls(
+            network,
+            desc.config,
+            desc.label_names,
+            desc.modalities,
+            desc.feature_attrs,
+            desc.assets,
+            desc.in_dim,
+        )
 
     @classmethod
     def from_checkpoint_state(cls, state: CheckpointState) -> PackagedLocalizer:
@@ -57,6 +123,7 @@ class PackagedLocalizer(nn.Module):
             state.modalities,
             state.feature_attrs,
             state.assets,
+            int(state.in_dim),
         )
 
     @property

@@ -51,7 +51,8 @@ def random_case(
             if instances and rng.random() < 0.7:
                 inst = instances[int(rng.integers(len(instances)))]
                 jitter = rng.normal(0, 0.2 * inst.length, size=2)
-                s, e = inst.start + jitter[0], inst.end + jitter[1]
+                # a detection starts at 0 at the earliest, as decoders clip it
+                s, e = max(0.0, inst.start + jitter[0]), inst.end + jitter[1]
                 label = (
                     inst.label if rng.random() < 0.85 else labels[int(rng.integers(num_classes))]
                 )

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from pipelines.registry import CHAMPION, list_versions
+from pipelines.cli import exit_status as cli
+from pipelines.registry import CHAMPION, list_versions, load_packaged
 from pipelines.train import run_training
 from tal.config import ModelConfig, TrainingConfig, load_config
 from tal.data.annotations import LabelMap, load_annotations
@@ -153,3 +154,13 @@ def test_a_method_registered_in_a_test_file_trains_registers_and_predicts(toy_st
     again = packaged.predict_dataset(dataset)
     assert again.video_ids.tolist() == detections.video_ids.tolist()
     assert again.score.tolist() == detections.score.tolist()
+
+    # so does the registered model, rebuilt from its tensor-only files by the method's name,
+    # and a model directory packaged from the checkpoint with `tal package`
+    registered = load_packaged("models:/toy-framewise@champion", outcome.tracking_uri)
+    assert registered.predict_dataset(dataset).score.tolist() == detections.score.tolist()
+    folder = tmp_path / "packaged"
+    checkpoint = tmp_path / "run" / "model" / "checkpoint.pt"
+    assert cli(["package", "--checkpoint", str(checkpoint), "--output", str(folder)]) == 0
+    from_dir = load_packaged(str(folder)).predict_dataset(dataset)
+    assert from_dir.score.tolist() == detections.score.tolist()

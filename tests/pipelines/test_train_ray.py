@@ -73,9 +73,28 @@ def test_in_process_run_is_tracked_and_registered(toy_store, tmp_path):
     for name in ("lr", "samples_per_second", "train_cls_loss", "train_reg_loss"):
         assert len(c.get_metric_history(outcome.run_id, name)) == 6, name
     val = c.get_metric_history(outcome.run_id, "val_average_mAP")
-    assert [m.step for m in val] == [3, 6]
+    # the last evaluation is logged again linked to the LoggedModel (same step and value)
+    assert [m.step for m in val] == [3, 6, 6] and val[-1].value == val[-2].value
     assert val[-1].value == pytest.approx(outcome.metrics["val_average_mAP"])
     assert {m.step for m in c.get_metric_history(outcome.run_id, "val_mAP_0.50")} == {3, 6}
+    # MLflow 3 views: a model-training experiment, dataset inputs, a LoggedModel with the
+    # final validation metrics, registered model and version descriptions
+    experiment = c.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"feats.zarr", "annotations.json"}, inputs
+    assert inputs["feats.zarr"].digest == tags["feature_store_digest"][:36]
+    assert json.loads(inputs["feats.zarr"].schema)["modalities"] == ["rgb", "flow"]
+    (output,) = run.outputs.model_outputs
+    logged = c.get_logged_model(output.model_id)
+    assert (
+        logged.source_run_id == outcome.run_id and outcome.model_uri == f"models:/{logged.model_id}"
+    )
+    linked = {m.key: m.value for m in logged.metrics}
+    assert linked["val_average_mAP"] == pytest.approx(outcome.metrics["val_average_mAP"])
+    version = c.get_model_version("toy-i2net", "1")
+    assert version.description.startswith("method: i2net") and "scores: " in version.description
+    assert "i2net action localizer for toy" in c.get_registered_model("toy-i2net").description
     artifacts = {a.path for a in c.list_artifacts(outcome.run_id)}
     assert {"config.yaml", "predictions.json", "metrics.json", "plots"} <= artifacts
     plots = {a.path for a in c.list_artifacts(outcome.run_id, "plots")}
@@ -95,13 +114,23 @@ def test_in_process_run_is_tracked_and_registered(toy_store, tmp_path):
 
 FRESH_PROCESS = """
 import json, sys
-import mlflow.pytorch
+import mlflow.pyfunc
+from pipelines.registry import load_packaged
 from tal.data.annotations import LabelMap, load_annotations
 from tal.data.dataset import FeatureDataset
-model = mlflow.pytorch.load_model(sys.argv[1])
+from features.store import FeatureStore
+model = load_packaged(sys.argv[1])
 ann = load_annotations(sys.argv[2])
 data = FeatureDataset(sys.argv[3], ann, ["validation"], LabelMap(model.label_names))
 d = model.predict_dataset(data)
+# MLflow's own loader (the python_function flavour) gives the same detections
+video = str(d.video_ids[0])
+store = FeatureStore.open(sys.argv[3])
+feats = {m: store.read(video, m) for m in model.modalities}
+frame = mlflow.pyfunc.load_model(sys.argv[1]).predict({video: feats})
+alone = model.predict_features(video, feats)
+assert len(alone) > 0 and frame["score"].tolist() == alone.score.tolist(), "pyfunc differs"
+assert frame["label"].tolist() == alone.labels.tolist(), "pyfunc labels differ"
 print(json.dumps([d.video_ids.tolist(), d.labels.tolist(), d.start.tolist(), d.end.tolist(),
                   d.score.tolist()]))
 """
