@@ -78,14 +78,16 @@ class ExtractSummary:
 
 
 def list_videos(folder: str | os.PathLike[str], extensions: list[str]) -> dict[str, Path]:
-    """``{video_id: file}`` for the video files directly in ``folder`` (id = file stem)."""
+    """``{video_id: file}`` for the video files directly in ``folder`` (id = file stem),
+    broken symbolic links included (``unusable`` reports them)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ExtractError(f"{folder}: videos folder not found")
     exts = {e.lower() for e in extensions}
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in exts:
+        listed = path.is_file() or (path.is_symlink() and not path.exists())
+        if not listed or path.suffix.lower() not in exts:
             continue
         if path.stem in found:
             raise ExtractError(
@@ -96,6 +98,18 @@ def list_videos(folder: str | os.PathLike[str], extensions: list[str]) -> dict[s
     if not found:
         raise ExtractError(f"{folder}: no video files (extensions {', '.join(extensions)})")
     return found
+
+
+def unusable(video_id: str, path: Path) -> str | None:
+    """Why a listed video cannot be extracted (an id the store cannot hold, a broken symbolic
+    link), or None."""
+    try:
+        check_video_id(video_id)
+    except ValueError as exc:
+        return str(exc)
+    if path.is_symlink() and not path.exists():
+        return f"{path} is a broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return None
 
 
 def store_attrs(features: FeaturesConfig) -> tuple[dict[str, Any], dict[str, str]]:
@@ -318,12 +332,7 @@ def run_extraction(
 
     extensions = extensions or list(VIDEO_EXTENSIONS)
     files = list_videos(videos, extensions)
-    bad_ids = {}
-    for vid in files:
-        try:
-            check_video_id(vid)
-        except ValueError as exc:
-            bad_ids[vid] = str(exc)
+    bad_ids = {vid: why for vid, path in files.items() if (why := unusable(vid, path))}
     attrs, specs = store_attrs(features)
     location = os.fspath(store)
     try:
@@ -341,7 +350,7 @@ def run_extraction(
         store=location, total=len(files), skipped=len(files) - len(todo) - len(bad_ids)
     )
     summary.workers = workers
-    for vid, reason in bad_ids.items():  # cannot be a store key, so not in the manifest
+    for vid, reason in bad_ids.items():  # not extracted, so not in the manifest
         summary.failed += 1
         summary.failures.append((vid, reason))
         log(f"skipping {files[vid]}: {reason}")

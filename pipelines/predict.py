@@ -98,6 +98,9 @@ def predict_videos(
     except Exception as exc:  # MlflowException, missing alias, refused or damaged files
         reason = str(exc).removeprefix(f"{model_uri}: ")
         raise PredictError(f"cannot load model {model_uri}: {reason}") from None
+    import torch
+
+    torch.set_num_threads(model.config.training.cpus_per_worker)  # torch's default: every core
     extractor = extractor_for(model, device)
     model.to(extractor.device)
     dtype = np.dtype(model.feature_attrs.get("dtype", "float32"))

@@ -204,12 +204,13 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def make_session(job: WorkerJob, local_checkpoint: Path) -> WorkerSession:
     """The worker's side of the run: Ray Train's, or this process's (resuming from
-    ``local_checkpoint``)."""
-    if not job.on_ray:
-        return _LocalSession(local_checkpoint, job.resume)
+    ``local_checkpoint``). Either way torch uses ``training.cpus_per_worker`` threads: its
+    default (every core) oversubscribes a machine that runs anything else."""
     import torch
 
     torch.set_num_threads(job.experiment().training.cpus_per_worker)
+    if not job.on_ray:
+        return _LocalSession(local_checkpoint, job.resume)
     return _RaySession()
 
 

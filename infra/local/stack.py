@@ -171,7 +171,39 @@ class StackError(RuntimeError):
     pass
 
 
+# Ray starts its workers on ports from this range (``ray start``'s --min-worker-port and
+# --max-worker-port defaults): a stack port inside it can be taken by a worker at any time
+RAY_WORKER_PORTS = range(10002, 20000)
+
+
+def _check_ports() -> None:
+    inside = [f"STACK_{k.upper()}_PORT={v}" for k, v in ports().items() if v in RAY_WORKER_PORTS]
+    if inside:
+        raise StackError(
+            f"{', '.join(inside)}: inside Ray's worker port range "
+            f"{RAY_WORKER_PORTS.start}-{RAY_WORKER_PORTS.stop - 1}, where a Ray worker can take "
+            "it; choose a port outside it"
+        )
+
+
+def _stop(started: dict[str, subprocess.Popen], grace: float = 10.0) -> None:
+    """Stop the process groups this ``up`` started (after one of them failed)."""
+    for name, proc in started.items():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _group_alive(proc.pid):
+            time.sleep(0.3)
+        if _group_alive(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.poll()  # reap it
+        (STACK / f"{name}.pid").unlink(missing_ok=True)
+        print(f"{name}: stopped (up failed)")
+
+
 def up() -> None:
+    _check_ports()
     STACK.mkdir(parents=True, exist_ok=True)
     todo = [s for s in services() if _pid(s) is None]
     taken = [s for s in todo if _port_taken(s.port)]
@@ -184,6 +216,21 @@ def up() -> None:
             + ", ".join(f"STACK_{k.upper()}_PORT" for k in ports())
             + ")"
         )
+    started: dict[str, subprocess.Popen] = {}
+    try:
+        _start_and_wait(todo, started)
+    except (StackError, KeyboardInterrupt):
+        _stop(started)
+        raise
+    if CURRENT_CLUSTER.is_file():  # what `ray start` recorded as "the" local cluster
+        (STACK / "ray_current_cluster").write_text(CURRENT_CLUSTER.read_text())
+    (STACK / "env.json").write_text(json.dumps(environment(), indent=1) + "\n")
+    print(_exports())
+
+
+def _start_and_wait(todo: list[Service], started: dict[str, subprocess.Popen]) -> None:
+    """Start ``todo`` (recorded in ``started``) and wait until every service answers; a
+    service that exits while starting is reported as such, with its exit status."""
     for s in todo:
         with open(s.log_file, "ab") as log:
             proc = subprocess.Popen(
@@ -195,23 +242,24 @@ def up() -> None:
                 cwd=STACK,
                 start_new_session=True,
             )
+        started[s.name] = proc
         s.pid_file.write_text(f"{proc.pid}\n")
         print(f"{s.name}: started (pid {proc.pid}, log {s.log_file})")
     for s in services():
         deadline = time.monotonic() + s.timeout
+        proc = started.get(s.name)
         while not _healthy(s):
-            if _pid(s) is None:
-                raise StackError(f"{s.name} exited while starting; see {s.log_file}")
+            # our own child that exited is a zombie until reaped: poll, not kill(pid, 0)
+            code = proc.poll() if proc is not None else None
+            if code is not None or _pid(s) is None:
+                status = f" with status {code}" if code is not None else ""
+                raise StackError(f"{s.name} exited while starting{status}; see {s.log_file}")
             if time.monotonic() > deadline:
                 raise StackError(
                     f"{s.name} did not answer {s.health} in {s.timeout:g} s; see {s.log_file}"
                 )
             time.sleep(0.5)
         print(f"{s.name}: ready at {s.health}")
-    if CURRENT_CLUSTER.is_file():  # what `ray start` recorded as "the" local cluster
-        (STACK / "ray_current_cluster").write_text(CURRENT_CLUSTER.read_text())
-    (STACK / "env.json").write_text(json.dumps(environment(), indent=1) + "\n")
-    print(_exports())
 
 
 def down(grace: float = 20.0) -> None:

@@ -82,6 +82,25 @@ def state_fields(state: CheckpointState) -> dict[str, object]:
     return {f.name: getattr(state, f.name) for f in fields(state)}
 
 
+def _what_file(path: Path, exc: Exception) -> str:
+    """What ``path`` holds when torch cannot read it, in one line, for the error message."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty"
+    with open(path, "rb") as file:
+        head = file.read(512)
+    if head.startswith(b"PK"):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return f"a zip file that is not a complete torch checkpoint ({first})"
+    if head[:1] == b"\x80":
+        return "a plain pickle, not torch.save's zip format (refused by the weights-only reader)"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{size} bytes that are not torch.save's zip format"
+    return f"a text file of {size} bytes, not torch.save's zip format"
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> CheckpointState:
     """Read a checkpoint safely (``weights_only=True``); errors name the file."""
     path = Path(path)
@@ -90,7 +109,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, not a torch file, disallowed objects
-        raise CheckpointError(f"{path}: cannot read as a checkpoint ({exc})") from None
+        raise CheckpointError(
+            f"{path}: cannot read as a checkpoint: {_what_file(path, exc)}"
+        ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a tal checkpoint (a {type(data).__name__})")
     missing = [k for k in ("format", *REQUIRED) if k not in data]

@@ -145,6 +145,7 @@ def infer_from_checkpoint(
     state = load_checkpoint(checkpoint)
     trained = load_trained(state, config_overrides)
     config = trained.config
+    torch.set_num_threads(config.training.cpus_per_worker)  # torch's default: every core
     annotations = annotations or config.data.annotations
     store = store or config.features.store
     assert annotations is not None and store is not None  # filled from run_dir at load

@@ -128,6 +128,15 @@ def load_data(
         )
         table = result.table
         notes.append(f"pairs built in memory: {result.summary()}")
+    trained = {i.label for v in annotations.subset(*config.data.train_subsets) for i in v.instances}
+    untrained = [name for name in label_map.names if name not in trained]
+    if untrained:
+        notes.append(
+            f"warning: {len(untrained)} labels have no instance in "
+            f"{'+'.join(config.data.train_subsets)}: {', '.join(untrained[:10])}"
+            f"{' ...' if len(untrained) > 10 else ''} (kept in the label map, they cannot be "
+            "learnt; where they occur in evaluation they count with AP 0)"
+        )
     # the pairs only walk the videos of a method without a partner: crop those independently
     pairs = PairDataset(train, table, t.pair_crop if method.takes_partner else "independent")
     in_dim = int(train[0].feats.shape[0])

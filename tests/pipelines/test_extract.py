@@ -19,7 +19,7 @@ from features.clips import num_features
 from features.extractor import ClipSettings, VideoExtractor
 from features.store import FeatureStore
 from features.weights import load_i3d
-from pipelines.extract import CRASH_ENV, ExtractError, list_videos, run_extraction
+from pipelines.extract import CRASH_ENV, ExtractError, list_videos, run_extraction, unusable
 from tal.backbone.train import BackboneTrainConfig, train_backbone
 from tal.config import FeaturesConfig
 
@@ -295,6 +295,20 @@ def test_listing_errors_name_the_folder(tmp_path):
     (tmp_path / "a.mkv").write_bytes(b"x")
     with pytest.raises(ExtractError, match="two files for video id 'a'"):
         list_videos(tmp_path, [".mp4", ".mkv"])
+
+
+def test_broken_links_and_unusable_ids_are_reported(tmp_path):
+    (tmp_path / "ok.mp4").write_bytes(b"x")
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "elsewhere.mp4")
+    (tmp_path / ".hidden.mp4").write_bytes(b"x")
+    files = list_videos(tmp_path, [".mp4"])
+    assert sorted(files) == [".hidden", "gone", "ok"]
+    assert unusable("ok", files["ok"]) is None
+    assert unusable("gone", files["gone"]) == (
+        f"{tmp_path / 'gone.mp4'} is a broken symbolic link (its target "
+        f"{tmp_path / 'elsewhere.mp4'} does not exist)"
+    )
+    assert "must not start with '.'" in unusable(".hidden", files[".hidden"])
 
 
 def test_trained_backbone_weights_are_used_and_recorded(tiny_synth, tmp_path, ray_local):

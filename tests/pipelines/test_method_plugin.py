@@ -131,7 +131,10 @@ def test_a_method_registered_in_a_test_file_trains_registers_and_predicts(toy_st
         "features.modalities": "[rgb, flow]",
     }
     config = load_config(None, [f"{k}={v}" for k, v in sets.items()])
+    torch.set_num_threads(2)
     outcome = run_training(config, ann, store, None, num_workers=0, log=lambda _m: None)
+    # the in-process loop uses training.cpus_per_worker threads (1), not torch's default
+    assert torch.get_num_threads() == config.training.cpus_per_worker == 1
 
     # trained and evaluated through the shared loop, tracked and registered under its name
     assert outcome.metrics["val_average_mAP"] > 0.3, outcome.metrics

@@ -228,3 +228,20 @@ def test_co2net_trains_from_video_labels_only(toy_store, tmp_path, monkeypatch):
     _, facts = infer_from_checkpoint(tmp_path / "checkpoint.pt", ann, store, "validation")
     assert facts.result is not None
     assert facts.result.average_mAP == pytest.approx(metrics.average_mAP)
+
+
+def test_labels_without_training_instances_are_reported(toy_store, tmp_path):
+    from tal.engine.trainer import load_data
+
+    _, ann, store = toy_store
+    data = json.loads(ann.read_text())
+    val = next(v for v in data["database"].values() if v["subset"] == "validation")
+    val["annotations"].append({"segment": [1.0, 2.0], "label": "only_in_validation"})
+    changed = tmp_path / "annotations.json"
+    changed.write_text(json.dumps(data))
+    notes = load_data(_config(), changed, store, None).notes
+    assert [n for n in notes if n.startswith("warning:")] == [
+        "warning: 1 labels have no instance in training: only_in_validation (kept in the "
+        "label map, they cannot be learnt; where they occur in evaluation they count with AP 0)"
+    ]
+    assert not [n for n in load_data(_config(), ann, store, None).notes if "warning" in n]
