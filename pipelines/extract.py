@@ -16,8 +16,11 @@ is extracted again. ``overwrite`` recreates the store.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import sys
 import time
 from collections import deque
@@ -314,6 +317,42 @@ def _actor_options(features: FeaturesConfig, workers: int, log) -> tuple[dict, s
     return options, device, threads
 
 
+def no_space(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it wraps, is a full disk (ENOSPC) or quota (EDQUOT)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc):  # re-raised by a library as another type
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _disk_full_message(
+    fs: FeatureStore, files: dict[str, Path], failed: set[str], where: str, cause: str
+) -> str:
+    """One line: the store, what is kept, what is left and about how much space it needs."""
+    complete = fs.completed()
+    left = [v for v in files if v not in complete and v not in failed]
+    itemsize = 2 if fs.attrs.get("dtype") == "float16" else 4
+    per_feature = itemsize * sum(int(d) for d in fs.attrs.get("feature_dims", {}).values())
+    lengths = [int(fs.meta(v)["num_features"]) for v in complete]
+    need = ""
+    if lengths and per_feature:
+        mb = len(left) * per_feature * sum(lengths) / len(lengths) / 1e6
+        need = f"about {mb:.1f} MB more are needed, "
+    free = ""
+    with contextlib.suppress(OSError, ValueError):
+        free = f"{shutil.disk_usage(fs.location).free / 1e6:.1f} MB free"
+    return (
+        f"{fs.location}: the disk is full ({cause}) while writing {where}; stopped: "
+        f"{len(complete)} videos are complete and kept, {len(left)} not extracted; {need}"
+        f"{free}: free space and run again to continue"
+    )
+
+
 def run_extraction(
     videos: str | os.PathLike[str],
     store: str | os.PathLike[str],
@@ -402,6 +441,8 @@ def run_extraction(
             finished += 1
             bar.update(finished, summary.failed, summary.clips, f"{vid} failed")
 
+    disk_full: tuple[str, str] | None = None  # (video, reason) of the first full-disk error
+    manifest_error = ""
     try:
         try:
             devices = ray.get([a.ready.remote() for a in actors])
@@ -425,8 +466,15 @@ def run_extraction(
                     continue
                 except RayTaskError as exc:  # an unexpected error inside the actor
                     cause = exc.cause if exc.cause is not None else exc
+                    if no_space(cause):  # stop: every later video would fail the same way
+                        disk_full = disk_full or (vid, os.strerror(errno.ENOSPC))
+                        todo.clear()
+                        with contextlib.suppress(OSError):
+                            fs.remove(vid)  # the partial arrays: their space back
+                        continue
                     error = f"{files[vid]}: {type(cause).__name__}: {cause}"
-                    fs.record(vid, "failed", error=error)
+                    with contextlib.suppress(OSError):
+                        fs.record(vid, "failed", error=error)
                     result = VideoResult(vid, "failed", error=error)
                 finished += 1
                 if result.status == "done":
@@ -451,7 +499,16 @@ def run_extraction(
         for actor in actors:
             ray.kill(actor, no_restart=True)
         summary.seconds = time.perf_counter() - start
-        fs.write_manifest()
+        try:
+            fs.write_manifest()
+        except OSError as exc:
+            if not no_space(exc):
+                raise
+            manifest_error = f" (manifest.parquet not written: {os.strerror(errno.ENOSPC)})"
+    if disk_full is not None:
+        failed = {vid for vid, _ in summary.failures} | set(bad_ids)
+        message = _disk_full_message(fs, files, failed, *disk_full)
+        raise ExtractError(message + manifest_error)
     return summary
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -347,3 +348,43 @@ def test_cuda_without_gpus_in_the_cluster_is_clear(videos, tmp_path, ray_local):
     features = _features(modalities=["rgb"], num_gpus_per_actor=1)
     summary = run_extraction(videos, tmp_path / "t.zarr", features, workers=1, log=said.append)
     assert summary.done == 8 and any("no GPUs in the Ray cluster" in line for line in said)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 600 KB tmpfs: room for about three videos' features (needs mount rights: root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_stops_with_one_line_and_keeps_what_is_done(videos, small_disk, ray_local):
+    store = small_disk / "features.zarr"
+    with pytest.raises(ExtractError) as caught:
+        run_extraction(videos, store, _features(), workers=2, log=_quiet)
+    message = str(caught.value)
+    assert "\n" not in message
+    pattern = (
+        rf"^{store}: the disk is full \(No space left on device\) while writing (\S+); "
+        r"stopped: (\d+) videos are complete and kept, (\d+) not extracted; about [\d.]+ MB "
+        r"more are needed, [\d.]+ MB free: free space and run again to continue$"
+    )
+    found = re.match(pattern, message)
+    assert found, message
+    kept, left = int(found.group(2)), int(found.group(3))
+    assert kept >= 1 and left >= 1 and kept + left == 8  # the 3 unreadable files failed
+    fs = FeatureStore.open(store)
+    assert len(fs.completed()) == kept and found.group(1) not in fs.completed()
+    for vid in fs.completed():  # finished videos intact
+        assert fs.read(vid).shape == (fs.meta(vid)["num_features"], 2048)
+    assert (store / "manifest.parquet").is_file()
+    rows = fs.manifest().to_pylist()
+    assert sorted(r["video_id"] for r in rows if r["status"] == "done") == sorted(fs.completed())
