@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,6 +353,42 @@ def _disk_full_message(
     )
 
 
+LOCK_FILE = ".extract.lock"
+
+
+@contextlib.contextmanager
+def extraction_lock(fs: FeatureStore) -> Iterator[None]:
+    """Hold the store's extraction lock (``flock`` on ``STORE/.extract.lock``; the kernel
+    drops it when the process dies, kill -9 included). A second run on the same store stops
+    at once with one line naming the holder, instead of extracting every video again. Stores
+    that are not local folders (fsspec URLs) have no lock."""
+    import fcntl
+    import socket
+
+    if fs.local is None:
+        yield
+        return
+    path = Path(fs.local) / LOCK_FILE
+    with open(path, "a+", encoding="utf-8") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            raise ExtractError(
+                f"{fs.location}: another extraction is writing this store ({holder}); wait for "
+                "it to finish, or extract into another store"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
+        file.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
 def run_extraction(
     videos: str | os.PathLike[str],
     store: str | os.PathLike[str],
@@ -378,138 +414,139 @@ def run_extraction(
         fs = FeatureStore.create(location, attrs, overwrite=overwrite)
     except ValueError as exc:
         raise ExtractError(f"{exc} (tal extract: pass --overwrite)") from None
-    complete = fs.completed()
-    changed = [v for v in files if v in complete and source_changed(fs.meta(v), files[v])]
-    for vid in changed:
-        log(f"{files[vid]} changed since it was extracted: extracting it again")
-        complete.discard(vid)
-    todo = deque(v for v in files if v not in complete and v not in bad_ids)
-    workers = max(1, min(workers or features.num_actors, len(todo) or 1))
-    summary = ExtractSummary(
-        store=location, total=len(files), skipped=len(files) - len(todo) - len(bad_ids)
-    )
-    summary.workers = workers
-    for vid, reason in bad_ids.items():  # not extracted, so not in the manifest
-        summary.failed += 1
-        summary.failures.append((vid, reason))
-        log(f"skipping {files[vid]}: {reason}")
-    log(
-        f"extracting {len(todo)} of {len(files)} videos into {location} "
-        f"({summary.skipped} already complete) with {workers} workers"
-    )
-    if not todo:
-        fs.write_manifest()
-        return summary
-
-    start = time.perf_counter()
-    init_ray(log_to_driver=False)  # the progress bar is the output
-    options, device, threads = _actor_options(features, workers, log)
-    settings = clip_settings(features)
-    remote = ray.remote(ExtractWorker)
-
-    def new_actor():
-        return remote.options(**options).remote(
-            location, features.extractor, specs, settings, device, threads
+    with extraction_lock(fs):
+        complete = fs.completed()
+        changed = [v for v in files if v in complete and source_changed(fs.meta(v), files[v])]
+        for vid in changed:
+            log(f"{files[vid]} changed since it was extracted: extracting it again")
+            complete.discard(vid)
+        todo = deque(v for v in files if v not in complete and v not in bad_ids)
+        workers = max(1, min(workers or features.num_actors, len(todo) or 1))
+        summary = ExtractSummary(
+            store=location, total=len(files), skipped=len(files) - len(todo) - len(bad_ids)
         )
-
-    actors = [new_actor() for _ in range(workers)]
-    attempts: dict[str, int] = {}
-    running: dict[Any, tuple[int, str, float]] = {}  # ref -> (actor slot, video, started)
-    bar = Progress(len(todo), progress_stream)
-    finished = 0
-
-    def submit(slot: int) -> None:
-        if todo:
-            vid = todo.popleft()
-            ref = actors[slot].extract.remote(vid, str(files[vid]))
-            running[ref] = (slot, vid, time.perf_counter())
-
-    def actor_lost(slot: int, vid: str, reason: str) -> None:
-        nonlocal finished
-        ray.kill(actors[slot], no_restart=True)
-        actors[slot] = new_actor()
-        attempts[vid] = attempts.get(vid, 0) + 1
-        if attempts[vid] <= features.max_retries:
-            summary.retried += 1
-            log(f"{vid}: {reason}; worker replaced, retry {attempts[vid]}")
-            todo.appendleft(vid)
-        else:
-            error = f"{files[vid]}: {reason} ({attempts[vid]} attempts)"
-            fs.record(vid, "failed", error=error)
+        summary.workers = workers
+        for vid, reason in bad_ids.items():  # not extracted, so not in the manifest
             summary.failed += 1
-            summary.failures.append((vid, error))
-            finished += 1
-            bar.update(finished, summary.failed, summary.clips, f"{vid} failed")
-
-    disk_full: tuple[str, str] | None = None  # (video, reason) of the first full-disk error
-    manifest_error = ""
-    try:
-        try:
-            devices = ray.get([a.ready.remote() for a in actors])
-        except RayActorError as exc:
-            raise ExtractError(f"extraction workers could not start: {exc}") from None
-        log(f"{workers} workers ready on {', '.join(sorted(set(devices)))}")
-        summary.startup_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        bar.start = start
-        for slot in range(workers):
-            submit(slot)
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            for ref in ready:
-                slot, vid, _ = running.pop(ref)
-                try:
-                    result: VideoResult = ray.get(ref)
-                except (RayActorError, WorkerCrashedError) as exc:
-                    actor_lost(slot, vid, f"worker died ({type(exc).__name__})")
-                    submit(slot)
-                    continue
-                except RayTaskError as exc:  # an unexpected error inside the actor
-                    cause = exc.cause if exc.cause is not None else exc
-                    if no_space(cause):  # stop: every later video would fail the same way
-                        disk_full = disk_full or (vid, os.strerror(errno.ENOSPC))
-                        todo.clear()
-                        with contextlib.suppress(OSError):
-                            fs.remove(vid)  # the partial arrays: their space back
-                        continue
-                    error = f"{files[vid]}: {type(cause).__name__}: {cause}"
-                    with contextlib.suppress(OSError):
-                        fs.record(vid, "failed", error=error)
-                    result = VideoResult(vid, "failed", error=error)
-                finished += 1
-                if result.status == "done":
-                    summary.done += 1
-                    summary.clips += result.clips
-                    if result.padded:
-                        summary.padded.append(vid)
-                        log(f"{vid}: shorter than one clip; padded to one feature")
-                else:
-                    summary.failed += 1
-                    summary.failures.append((vid, result.error or ""))
-                bar.update(finished, summary.failed, summary.clips, f"{vid} {result.status}")
-                submit(slot)
-            now = time.perf_counter()
-            for ref, (slot, vid, started) in list(running.items()):
-                if now - started > features.video_timeout:
-                    running.pop(ref)
-                    actor_lost(slot, vid, f"timed out after {features.video_timeout:g} s")
-                    submit(slot)
-    finally:
-        bar.close()
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-        summary.seconds = time.perf_counter() - start
-        try:
+            summary.failures.append((vid, reason))
+            log(f"skipping {files[vid]}: {reason}")
+        log(
+            f"extracting {len(todo)} of {len(files)} videos into {location} "
+            f"({summary.skipped} already complete) with {workers} workers"
+        )
+        if not todo:
             fs.write_manifest()
-        except OSError as exc:
-            if not no_space(exc):
-                raise
-            manifest_error = f" (manifest.parquet not written: {os.strerror(errno.ENOSPC)})"
-    if disk_full is not None:
-        failed = {vid for vid, _ in summary.failures} | set(bad_ids)
-        message = _disk_full_message(fs, files, failed, *disk_full)
-        raise ExtractError(message + manifest_error)
-    return summary
+            return summary
+
+        start = time.perf_counter()
+        init_ray(log_to_driver=False)  # the progress bar is the output
+        options, device, threads = _actor_options(features, workers, log)
+        settings = clip_settings(features)
+        remote = ray.remote(ExtractWorker)
+
+        def new_actor():
+            return remote.options(**options).remote(
+                location, features.extractor, specs, settings, device, threads
+            )
+
+        actors = [new_actor() for _ in range(workers)]
+        attempts: dict[str, int] = {}
+        running: dict[Any, tuple[int, str, float]] = {}  # ref -> (actor slot, video, started)
+        bar = Progress(len(todo), progress_stream)
+        finished = 0
+
+        def submit(slot: int) -> None:
+            if todo:
+                vid = todo.popleft()
+                ref = actors[slot].extract.remote(vid, str(files[vid]))
+                running[ref] = (slot, vid, time.perf_counter())
+
+        def actor_lost(slot: int, vid: str, reason: str) -> None:
+            nonlocal finished
+            ray.kill(actors[slot], no_restart=True)
+            actors[slot] = new_actor()
+            attempts[vid] = attempts.get(vid, 0) + 1
+            if attempts[vid] <= features.max_retries:
+                summary.retried += 1
+                log(f"{vid}: {reason}; worker replaced, retry {attempts[vid]}")
+                todo.appendleft(vid)
+            else:
+                error = f"{files[vid]}: {reason} ({attempts[vid]} attempts)"
+                fs.record(vid, "failed", error=error)
+                summary.failed += 1
+                summary.failures.append((vid, error))
+                finished += 1
+                bar.update(finished, summary.failed, summary.clips, f"{vid} failed")
+
+        disk_full: tuple[str, str] | None = None  # (video, reason) of the first full-disk error
+        manifest_error = ""
+        try:
+            try:
+                devices = ray.get([a.ready.remote() for a in actors])
+            except RayActorError as exc:
+                raise ExtractError(f"extraction workers could not start: {exc}") from None
+            log(f"{workers} workers ready on {', '.join(sorted(set(devices)))}")
+            summary.startup_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            bar.start = start
+            for slot in range(workers):
+                submit(slot)
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    slot, vid, _ = running.pop(ref)
+                    try:
+                        result: VideoResult = ray.get(ref)
+                    except (RayActorError, WorkerCrashedError) as exc:
+                        actor_lost(slot, vid, f"worker died ({type(exc).__name__})")
+                        submit(slot)
+                        continue
+                    except RayTaskError as exc:  # an unexpected error inside the actor
+                        cause = exc.cause if exc.cause is not None else exc
+                        if no_space(cause):  # stop: every later video would fail the same way
+                            disk_full = disk_full or (vid, os.strerror(errno.ENOSPC))
+                            todo.clear()
+                            with contextlib.suppress(OSError):
+                                fs.remove(vid)  # the partial arrays: their space back
+                            continue
+                        error = f"{files[vid]}: {type(cause).__name__}: {cause}"
+                        with contextlib.suppress(OSError):
+                            fs.record(vid, "failed", error=error)
+                        result = VideoResult(vid, "failed", error=error)
+                    finished += 1
+                    if result.status == "done":
+                        summary.done += 1
+                        summary.clips += result.clips
+                        if result.padded:
+                            summary.padded.append(vid)
+                            log(f"{vid}: shorter than one clip; padded to one feature")
+                    else:
+                        summary.failed += 1
+                        summary.failures.append((vid, result.error or ""))
+                    bar.update(finished, summary.failed, summary.clips, f"{vid} {result.status}")
+                    submit(slot)
+                now = time.perf_counter()
+                for ref, (slot, vid, started) in list(running.items()):
+                    if now - started > features.video_timeout:
+                        running.pop(ref)
+                        actor_lost(slot, vid, f"timed out after {features.video_timeout:g} s")
+                        submit(slot)
+        finally:
+            bar.close()
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            summary.seconds = time.perf_counter() - start
+            try:
+                fs.write_manifest()
+            except OSError as exc:
+                if not no_space(exc):
+                    raise
+                manifest_error = f" (manifest.parquet not written: {os.strerror(errno.ENOSPC)})"
+        if disk_full is not None:
+            failed = {vid for vid, _ in summary.failures} | set(bad_ids)
+            message = _disk_full_message(fs, files, failed, *disk_full)
+            raise ExtractError(message + manifest_error)
+        return summary
 
 
 def extract_from_config(

@@ -20,7 +20,15 @@ from features.clips import num_features
 from features.extractor import ClipSettings, VideoExtractor
 from features.store import FeatureStore
 from features.weights import load_i3d
-from pipelines.extract import CRASH_ENV, ExtractError, list_videos, run_extraction, unusable
+from pipelines.extract import (
+    CRASH_ENV,
+    ExtractError,
+    extraction_lock,
+    list_videos,
+    run_extraction,
+    store_attrs,
+    unusable,
+)
 from tal.backbone.train import BackboneTrainConfig, train_backbone
 from tal.config import FeaturesConfig
 
@@ -388,3 +396,18 @@ def test_full_disk_stops_with_one_line_and_keeps_what_is_done(videos, small_disk
     assert (store / "manifest.parquet").is_file()
     rows = fs.manifest().to_pylist()
     assert sorted(r["video_id"] for r in rows if r["status"] == "done") == sorted(fs.completed())
+
+
+def test_a_second_extraction_on_the_same_store_stops_naming_the_first(tmp_path, videos):
+    store = tmp_path / "features.zarr"
+    attrs, _ = store_attrs(_features(modalities=["rgb"]))
+    fs = FeatureStore.create(store, attrs)
+    # the first run holds the store
+    with extraction_lock(fs), pytest.raises(ExtractError) as caught:
+        run_extraction(videos, store, _features(modalities=["rgb"]), workers=1, log=_quiet)
+    message = str(caught.value)
+    assert message.startswith(f"{store}: another extraction is writing this store (pid ")
+    assert message.endswith("wait for it to finish, or extract into another store")
+    assert fs.completed() == set()  # it extracted nothing
+    with extraction_lock(fs):  # released: the next run takes it
+        pass
