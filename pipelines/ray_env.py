@@ -25,3 +25,8 @@ def init_ray(log_to_driver: bool = True, dashboard: bool = True) -> None:
             log_to_driver=log_to_driver,
             configure_logging=False,
         )
+        # this process owns the instance: if it dies without shutting Ray down (kill -9),
+        # the watcher stops the agents Ray would leave running
+        from pipelines.ray_reaper import start_watcher
+
+        start_watcher()
