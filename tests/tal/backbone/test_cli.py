@@ -76,8 +76,14 @@ def test_two_ray_train_workers_track_and_register(tiny_synth, tmp_path, ray_loca
     run_ = c.get_run(outcome.run_id)
     assert run_.info.status == "FINISHED" and run_.data.tags["kind"] == "backbone"
     history = c.get_metric_history(outcome.run_id, "val_accuracy")
-    assert [m.step for m in history] == [1, 2]
-    assert history[-1].value == outcome.report.val_accuracy
+    # the last epoch's accuracy is logged again linked to the LoggedModel (same step, value)
+    assert [m.step for m in history] == [1, 2, 2]
+    assert history[-1].value == history[-2].value == outcome.report.val_accuracy
+    (output,) = run_.outputs.model_outputs
+    logged = c.get_logged_model(output.model_id)
+    assert {m.key: m.value for m in logged.metrics} == {"val_accuracy": history[-1].value}
+    files = {a.path.rsplit("/", 1)[-1] for a in c.list_logged_model_artifacts(logged.model_id)}
+    assert files == {"MLmodel", "tal_model.json", "weights.safetensors"}
     assert [m.step for m in c.get_metric_history(outcome.run_id, "train_loss")] == [1, 2]
     assert {a.path for a in c.list_artifacts(outcome.run_id, "weights")} == {"weights/w.pt"}
     reg = outcome.registration
