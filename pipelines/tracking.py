@@ -29,6 +29,9 @@ CHECK_TIMEOUT_S = 5.0
 # (untagged experiments are listed under GenAI's evaluation runs)
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
+# MLflow 3's UI keeps a global GenAI / model-training switch (GenAI unless changed); links
+# the project prints open the model-training side
+UI_VIEW = "workflowType=machine_learning"
 
 
 # training-loop keys -> MLflow metric names (the rest keep their names: lr, val_mAP_0.50, ...)
@@ -97,9 +100,9 @@ def ui_links(
     if not uri.startswith(("http://", "https://")):
         return {}
     base = uri.rstrip("/")
-    links = {"run": f"{base}/#/experiments/{experiment_id}/runs/{run_id}"}
+    links = {"run": f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"}
     if model is not None and version is not None:
-        links["model"] = f"{base}/#/models/{model}/versions/{version}"
+        links["model"] = f"{base}/#/models/{model}/versions/{version}?{UI_VIEW}"
     return links
 
 

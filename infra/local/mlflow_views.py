@@ -81,6 +81,8 @@ def main() -> None:
     args = parser.parse_args()
     from mlflow.tracking import MlflowClient
 
+    from pipelines.tracking import UI_VIEW
+
     client = MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.tracking_uri)
     if args.run:
         run = client.get_run(args.run)
@@ -105,13 +107,12 @@ def main() -> None:
     base = f"http://{HOST}:{port}"
     try:
         _wait(f"{base}/health")
-        exp = run.info.experiment_id
-        screenshot(browser, f"{base}/#/experiments/{exp}", args.out / "experiment.png")
-        screenshot(
-            browser, f"{base}/#/experiments/{exp}/runs/{run.info.run_id}", args.out / "run.png"
-        )
+        exp, view = run.info.experiment_id, f"?{UI_VIEW}"
+        screenshot(browser, f"{base}/#/experiments/{exp}{view}", args.out / "experiment.png")
+        run_page = f"{base}/#/experiments/{exp}/runs/{run.info.run_id}{view}"
+        screenshot(browser, run_page, args.out / "run.png")
         if model:
-            screenshot(browser, f"{base}/#/models/{model}", args.out / "model.png")
+            screenshot(browser, f"{base}/#/models/{model}{view}", args.out / "model.png")
     finally:
         server.terminate()
         try:
