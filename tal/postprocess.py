@@ -89,43 +89,71 @@ def decode_video(
     return segments, scores[idx][ok], labels[ok]
 
 
-def _iou_1d(segment: np.ndarray, others: np.ndarray) -> np.ndarray:
-    inter = np.minimum(segment[1], others[:, 1]) - np.maximum(segment[0], others[:, 0])
-    inter = np.clip(inter, 0.0, None)
-    union = (segment[1] - segment[0]) + (others[:, 1] - others[:, 0]) - inter
-    return inter / np.maximum(union, 1e-12)
-
-
-def _soft_nms_one_class(
+def _soft_nms_groups(
     segments: np.ndarray,
     scores: np.ndarray,
+    groups: np.ndarray,
     sigma: float,
     iou_threshold: float,
     min_score: float,
     max_detections: int,
     method: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices kept (in pick order) and their decayed scores."""
-    scores = scores.copy()
-    alive = np.flatnonzero(scores >= min_score)
-    kept: list[int] = []
-    kept_scores: list[float] = []
-    while alive.size and len(kept) < max_detections:
-        best = alive[np.argmax(scores[alive])]
-        kept.append(best)
-        kept_scores.append(scores[best])
-        alive = alive[alive != best]
-        if not alive.size:
+    """Soft-NMS within each group (class), all groups at once: each round keeps the best
+    live candidate of every group that still has one and decays the rest of that group.
+
+    Rounds are bounded by the most kept in one group, not the sum over groups, and every
+    operation is on whole arrays. The same picks, in the same order, with the same floating
+    point operations per candidate as one greedy loop per group (ties: the lowest index).
+    Returns the indices kept (grouped by group id, pick order within) and their scores."""
+    n = scores.size
+    order = np.argsort(groups, kind="stable")  # each group contiguous, index order within
+    seg, sc, grp = segments[order], scores[order].copy(), groups[order]
+    ids, starts, sizes = np.unique(grp, return_index=True, return_counts=True)
+    slot = np.repeat(np.arange(ids.size), sizes)  # group slot of each candidate
+    alive = sc >= min_score
+    position = np.arange(n)
+    kept_pos: list[np.ndarray] = []
+    kept_score: list[np.ndarray] = []
+    kept_slot: list[np.ndarray] = []
+    count = np.zeros(ids.size, dtype=np.int64)
+    while alive.any():
+        live = np.where(alive, sc, -np.inf)
+        best_score = np.maximum.reduceat(live, starts)
+        is_best = alive & (live == best_score[slot])
+        best = np.minimum.reduceat(np.where(is_best, position, n), starts)
+        active = (best < n) & (count < max_detections)
+        if not active.any():
             break
-        iou = _iou_1d(segments[best], segments[alive])
+        picks = best[active]
+        kept_pos.append(picks)
+        kept_score.append(sc[picks])
+        kept_slot.append(np.flatnonzero(active))
+        count += active
+        alive[picks] = False
+        # groups that reached max_detections stop: their candidates are no longer live
+        alive &= (count < max_detections)[slot]
+        decay = alive & active[slot]
+        if not decay.any():
+            continue
+        chosen = seg[np.where(best < n, best, 0)[slot]]  # each candidate's group pick
+        s0, s1 = chosen[decay, 0], chosen[decay, 1]
+        o = seg[decay]
+        inter = np.clip(np.minimum(s1, o[:, 1]) - np.maximum(s0, o[:, 0]), 0.0, None)
+        union = (s1 - s0) + (o[:, 1] - o[:, 0]) - inter
+        iou = inter / np.maximum(union, 1e-12)
         if method == "gaussian":
-            scores[alive] *= np.exp(-(iou**2) / sigma)
+            sc[decay] *= np.exp(-(iou**2) / sigma)
         elif method == "linear":
-            scores[alive] *= np.where(iou >= iou_threshold, 1.0 - iou, 1.0)
+            sc[decay] *= np.where(iou >= iou_threshold, 1.0 - iou, 1.0)
         else:  # hard NMS
-            scores[alive] *= np.where(iou >= iou_threshold, 0.0, 1.0)
-        alive = alive[scores[alive] >= min_score]
-    return np.asarray(kept, dtype=np.int64), np.asarray(kept_scores, dtype=np.float64)
+            sc[decay] *= np.where(iou >= iou_threshold, 0.0, 1.0)
+        alive &= sc >= min_score
+    if not kept_pos:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    pos = np.concatenate(kept_pos)
+    by_group = np.argsort(np.concatenate(kept_slot), kind="stable")  # pick order within
+    return order[pos[by_group]], np.concatenate(kept_score)[by_group]
 
 
 def soft_nms(
@@ -154,24 +182,12 @@ def soft_nms(
     segs = segments.detach().cpu().double().numpy().reshape(-1, 2)
     scs = scores.detach().cpu().double().numpy().reshape(-1)
     labs = labels.detach().cpu().long().numpy().reshape(-1)
-    out_idx, out_scores = [], []
-    groups = (
-        [np.arange(labs.size)]
-        if class_agnostic
-        else [np.flatnonzero(labs == label) for label in np.unique(labs)]
+    groups = np.zeros_like(labs) if class_agnostic else labs
+    idx, new_scores = _soft_nms_groups(
+        segs, scs, groups, sigma, iou_threshold, min_score, max_detections, method
     )
-    for members in groups:
-        if not members.size:
-            continue
-        kept, kept_scores = _soft_nms_one_class(
-            segs[members], scs[members], sigma, iou_threshold, min_score, max_detections, method
-        )
-        out_idx.append(members[kept])
-        out_scores.append(kept_scores)
-    if not out_idx:
+    if not idx.size:
         return segments.new_zeros((0, 2)), scores.new_zeros(0), labels.new_zeros(0)
-    idx = np.concatenate(out_idx)
-    new_scores = np.concatenate(out_scores)
     order = np.argsort(-new_scores, kind="stable")[:max_detections]
     idx, new_scores = idx[order], new_scores[order]
     return (
