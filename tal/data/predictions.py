@@ -170,7 +170,7 @@ def parse_predictions(
     reversed_ = seg[:, 1] < seg[:, 0]
     negative = seg[:, 0] < 0
     bad = reversed_ | negative
-    keep = slice(None)
+    keep: slice | np.ndarray = slice(None)
     if bad.any():
         i = int(np.argmax(bad))
         offsets = np.cumsum([0, *counts])
