@@ -171,6 +171,9 @@ class FeatureStore:
         self.attrs: dict[str, Any] = dict(group.attrs)
         self.modalities: tuple[str, ...] = tuple(self.attrs.get("modalities", MODALITIES))
         self.dtype = np.dtype(self.attrs.get("dtype", "float32"))
+        # meta of complete videos read through this handle: a complete video's meta does not
+        # change until it is written again or removed (through a handle, which drops it)
+        self._meta_cache: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"FeatureStore({self.location!r})"
@@ -308,6 +311,7 @@ class FeatureStore:
         arrays = self._check_features(video_id, features)
         rows = next(iter(arrays.values())).shape[0]
         info = self._check_meta(video_id, meta, rows)
+        self._meta_cache.pop(video_id, None)
         self._unmark(video_id)  # hide an older version while it is rewritten
         for modality, data in arrays.items():
             array = self._subgroup(modality).create_array(
@@ -407,6 +411,7 @@ class FeatureStore:
     def remove(self, video_id: str) -> None:
         """Delete ``video_id`` (marker first, then arrays and its manifest record)."""
         check_video_id(video_id)
+        self._meta_cache.pop(video_id, None)
         self._check_writable()
         self._unmark(video_id)
         store = self.group.store_path.store
@@ -466,9 +471,14 @@ class FeatureStore:
         return node
 
     def meta(self, video_id: str) -> dict[str, Any]:
-        """``num_frames``, ``fps``, ``duration``, ``num_features`` (and extra meta) of a video."""
-        self._require(video_id)
-        return dict(self._subgroup(DONE_GROUP)[video_id].attrs)
+        """``num_frames``, ``fps``, ``duration``, ``num_features`` (and extra meta) of a video,
+        read once per handle (datasets over one store share it)."""
+        cached = self._meta_cache.get(video_id)
+        if cached is None:
+            self._require(video_id)
+            cached = dict(self._subgroup(DONE_GROUP)[video_id].attrs)
+            self._meta_cache[video_id] = cached
+        return dict(cached)
 
     def read(self, video_id: str, modalities: str | Iterable[str] | None = None) -> np.ndarray:
         """Features ``[T, C]`` of ``video_id``; several modalities are concatenated along C."""

@@ -341,3 +341,19 @@ def test_fsspec_memory_url():
     assert again.manifest().column("video_id").to_pylist() == ["v2"]
     replaced = FeatureStore.create(url, {**ATTRS, "stride": 8}, overwrite=True)
     assert replaced.manifest().num_rows == 0
+
+
+def test_meta_is_read_once_per_handle_and_follows_rewrites(store, monkeypatch):
+    store.write_video("v", _features(100), {"num_frames": 100})
+    reads = []
+    original = store._subgroup
+    monkeypatch.setattr(store, "_subgroup", lambda name: reads.append(name) or original(name))
+    first = store.meta("v")
+    first["num_frames"] = -1  # a copy: the cached meta is not changed through it
+    assert store.meta("v")["num_frames"] == 100
+    assert reads.count(store_module.DONE_GROUP) == 1  # three datasets, one read
+    store.write_video("v", _features(120), {"num_frames": 120})
+    assert store.meta("v")["num_frames"] == 120
+    store.remove("v")
+    with pytest.raises(KeyError, match="video 'v' is not"):
+        store.meta("v")
