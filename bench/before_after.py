@@ -3,6 +3,7 @@
     python bench/before_after.py [--config configs/bench72.yaml] [--seeds 0 1 2]
                                  [--variants ...] [--workers 0] [--subset test]
                                  [--set key=value ...] [--out runs/bench/before_after] [--no-page]
+                                 [--reuse]
 
 Neither method has official code for THUMOS14, so each fix is shown against our former
 behaviour, every other setting equal (the shared ActionFormer network and crops are the
@@ -21,7 +22,10 @@ experiment ``before_after``), on the data and feature store of ``--config``, and
 selected). ASL's runs log the mean weight of the positives (``cls_pos_weight``,
 ``reg_pos_weight``) every epoch and a ``plots/training_curves.png`` artifact; the script
 prints their first, lowest and last values. The table goes to
-``docs/results/before_after.md`` (``--no-page``: print only).
+``docs/results/before_after.md`` (``--no-page``: print only). Each finished run is recorded in
+its folder (``before_after.json``: score, wall seconds, MLflow run, weight trace); with
+``--reuse`` a recorded run is taken as it is, so a comparison stopped part way is continued
+by running the same command again.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import argparse
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from results_page import add_page_flag, write_results_page
@@ -87,6 +91,18 @@ VARIANTS = {
     ),
 }
 WEIGHT_TERMS = ("cls_pos_weight", "reg_pos_weight")
+RECORD = "before_after.json"
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One variant and seed, trained and scored."""
+
+    score: float
+    seconds: float
+    run_id: str
+    trace: str
+    settings: list[str]  # the config and overrides it ran with: reused only when equal
 
 
 def weight_trace(output: Path) -> str:
@@ -115,6 +131,9 @@ def main() -> None:
     parser.add_argument("--subset", default="test", help="subset scored (evaluation.subset)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="runs/bench/before_after")
+    parser.add_argument(
+        "--reuse", action="store_true", help="take runs recorded in --out as they are"
+    )
     add_page_flag(parser, "before_after")
     args = parser.parse_args()
     base = load_config(args.config, [f"evaluation.subset={args.subset}"])
@@ -139,33 +158,47 @@ def main() -> None:
         for key in args.variants:
             variant = VARIANTS[key]
             out = (Path(args.out) / f"{key}_seed{seed}").resolve()
-            config = load_config(
+            settings = [
                 variant.config,
-                [
-                    *shared,
-                    *variant.overrides,
-                    *args.set,
-                    f"seed={seed}",
-                    f"run_dir={out}",
-                    f"training.num_workers={args.workers}",
-                    "tracking.experiment=before_after",
-                    f"tracking.tracking_uri={tracking}",
-                ],
+                *shared,
+                *variant.overrides,
+                *args.set,
+                f"seed={seed}",
+                f"run_dir={out}",
+                f"training.num_workers={args.workers}",
+                "tracking.experiment=before_after",
+                f"tracking.tracking_uri={tracking}",
+            ]
+            config = load_config(settings[0], settings[1:])
+            record = out / RECORD
+            earlier = (
+                Finished(**json.loads(record.read_text(encoding="utf-8")))
+                if args.reuse and record.is_file()
+                else None
             )
-            t0 = time.perf_counter()
-            outcome = run_training(
-                config, num_workers=args.workers, register=False, log=lambda _m: None
-            )
-            took = time.perf_counter() - t0
-            value = outcome.metrics["val_average_mAP"]
-            scores.setdefault(variant.label, []).append(value)
-            seconds.setdefault(variant.label, []).append(took)
-            trace = weight_trace(outcome.output)
-            if trace:
-                traces.append(f"- {key}, seed {seed} (MLflow run {outcome.run_id}): {trace}")
+            if earlier is not None and earlier.settings == settings:
+                done = earlier
+                print(f"seed {seed}: {variant.label}: reused {record}", flush=True)
+            else:
+                t0 = time.perf_counter()
+                outcome = run_training(
+                    config, num_workers=args.workers, register=False, log=lambda _m: None
+                )
+                done = Finished(
+                    outcome.metrics["val_average_mAP"],
+                    time.perf_counter() - t0,
+                    outcome.run_id,
+                    weight_trace(outcome.output),
+                    settings,
+                )
+                record.write_text(json.dumps(asdict(done), indent=1) + "\n", encoding="utf-8")
+            scores.setdefault(variant.label, []).append(done.score)
+            seconds.setdefault(variant.label, []).append(done.seconds)
+            if done.trace:
+                traces.append(f"- {key}, seed {seed} (MLflow run {done.run_id}): {done.trace}")
             print(
-                f"seed {seed}: {variant.label}: average mAP {value:.4f} ({took:.0f} s, MLflow "
-                f"run {outcome.run_id}){' ' + trace if trace else ''}",
+                f"seed {seed}: {variant.label}: average mAP {done.score:.4f} ({done.seconds:.0f} "
+                f"s, MLflow run {done.run_id}){' ' + done.trace if done.trace else ''}",
                 flush=True,
             )
 
