@@ -94,6 +94,18 @@ def tiny_synth(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Runs set torch's thread count from their config (``training.cpus_per_worker``); each
+    test starts from the session's count, whatever the tests before it ran."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def _unit_tier_starts_no_ray(request):
     """In the unit tier (``-m "not slow"``, ``make test-fast``) a test that leaves Ray running
     fails: Ray, servers and jobs belong to tests marked slow."""
