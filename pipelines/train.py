@@ -472,7 +472,6 @@ def run_training(
     log: Callable[[str], None] = print,
 ) -> TrainOutcome:
     """Train as ``config`` says (on Ray Train unless 0 workers), track, register."""
-    from tal.data.dataset import open_store
     from tal.engine.checkpoint import load_checkpoint
     from tal.engine.trainer import load_data
 
@@ -489,7 +488,7 @@ def run_training(
     uri = tracking_uri(config)
     check_tracking(uri)
     data = load_data(config, annotations, store, pairs)
-    features = open_store(store)
+    features = data.store  # the datasets' handle: each video's meta is read once
     digest = store_digest(features)
     run_name, run_id, exp_id = open_run(
         config,
