@@ -316,11 +316,11 @@ def test_deployment_killed_during_extraction_resumes_on_the_next_run(
     assert len(artifacts) == 1 and trained["run_id"] in artifacts[0]["data"]
     assert "| tIoU | validation mAP |" in artifacts[0]["data"]
     server = stack.exports["MLFLOW_TRACKING_URI"]
-    assert (
-        f"[MLflow run]({server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id})"
-        in (artifacts[0]["data"])
-    )
-    assert f"[MLflow model]({server}/#/models/deployed-i2net/versions/1)" in artifacts[0]["data"]
+    view = "?workflowType=machine_learning"  # the UI's model-training side
+    run_page = f"{server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}{view}"
+    assert f"[MLflow run]({run_page})" in artifacts[0]["data"]
+    model_page = f"{server}/#/models/deployed-i2net/versions/1{view}"
+    assert f"[MLflow model]({model_page})" in artifacts[0]["data"]
 
     # the README's schedule example
     schedule = ("deployment", "schedule", "create", "tal-pipeline/demo")
