@@ -331,13 +331,12 @@ def no_space(exc: BaseException | None) -> bool:
 
 
 def _disk_full_message(
-    fs: FeatureStore, files: dict[str, Path], failed: set[str], where: str, cause: str
+    fs: FeatureStore, files: dict[str, Path], failed: set[str], where: str
 ) -> str:
     """One line: the store, what is kept, what is left and about how much space it needs."""
     complete = fs.completed()
     left = [v for v in files if v not in complete and v not in failed]
-    itemsize = 2 if fs.attrs.get("dtype") == "float16" else 4
-    per_feature = itemsize * sum(int(d) for d in fs.attrs.get("feature_dims", {}).values())
+    per_feature = fs.dtype.itemsize * sum(int(d) for d in fs.attrs.get("feature_dims", {}).values())
     lengths = [int(fs.meta(v)["num_features"]) for v in complete]
     need = ""
     if lengths and per_feature:
@@ -347,7 +346,8 @@ def _disk_full_message(
     with contextlib.suppress(OSError, ValueError):
         free = f"{shutil.disk_usage(fs.location).free / 1e6:.1f} MB free"
     return (
-        f"{fs.location}: the disk is full ({cause}) while writing {where}; stopped: "
+        f"{fs.location}: the disk is full ({os.strerror(errno.ENOSPC)}) while writing {where}; "
+        "stopped: "
         f"{len(complete)} videos are complete and kept, {len(left)} not extracted; {need}"
         f"{free}: free space and run again to continue"
     )
@@ -478,7 +478,7 @@ def run_extraction(
                 finished += 1
                 bar.update(finished, summary.failed, summary.clips, f"{vid} failed")
 
-        disk_full: tuple[str, str] | None = None  # (video, reason) of the first full-disk error
+        disk_full: str | None = None  # the video of the first full-disk error
         manifest_error = ""
         try:
             try:
@@ -504,7 +504,7 @@ def run_extraction(
                     except RayTaskError as exc:  # an unexpected error inside the actor
                         cause = exc.cause if exc.cause is not None else exc
                         if no_space(cause):  # stop: every later video would fail the same way
-                            disk_full = disk_full or (vid, os.strerror(errno.ENOSPC))
+                            disk_full = disk_full or vid
                             todo.clear()
                             with contextlib.suppress(OSError):
                                 fs.remove(vid)  # the partial arrays: their space back
@@ -544,7 +544,7 @@ def run_extraction(
                 manifest_error = f" (manifest.parquet not written: {os.strerror(errno.ENOSPC)})"
         if disk_full is not None:
             failed = {vid for vid, _ in summary.failures} | set(bad_ids)
-            message = _disk_full_message(fs, files, failed, *disk_full)
+            message = _disk_full_message(fs, files, failed, disk_full)
             raise ExtractError(message + manifest_error)
         return summary
 

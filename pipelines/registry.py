@@ -7,9 +7,9 @@ the config, label names, feature settings and partner bank as JSON; flavour
 the network with the project's code; nothing is unpickled, and a pickled model (an
 ``mlflow.pytorch`` artifact) is refused by both ``load_packaged`` and ``register``, so
 whoever can write to the tracking server cannot run code on a machine that predicts with
-the champion. One registered model per dataset and method; the alias ``champion`` moves to a new version only when its validation
-score (average mAP for localizers, clip accuracy for backbones) beats the current champion's,
-and the comparison is logged with the run.
+the champion. One registered model per dataset and method; the alias ``champion`` moves to a
+new version only when its validation score (average mAP for localizers, clip accuracy for
+backbones) beats the current champion's, and the comparison is logged with the run.
 """
 
 from __future__ import annotations
@@ -98,19 +98,18 @@ def log_model(
 def _logged_model_id(model_uri: str) -> str | None:
     """``m-...`` of ``models:/m-...`` (a LoggedModel), else None (a registered model)."""
     ref = model_uri.removeprefix("models:/")
-    if model_uri.startswith("models:/") and ref.startswith("m-") and "/" not in ref:
-        return ref if "@" not in ref else None
-    return None
+    is_id = ref != model_uri and ref.startswith("m-") and not set("/@") & set(ref)
+    return ref if is_id else None
 
 
-def check_tensor_only(uri: str, model_uri: str) -> None:
-    """Raise ``RegistryError`` unless ``model_uri``'s artifacts are a tensor-only model
-    directory (what ``log_model`` writes): the registry takes no pickled model."""
+def check_tensor_only(uri: str, model_uri: str, location: str) -> None:
+    """Raise ``RegistryError`` unless the artifacts of ``model_uri`` (at ``location``) are a
+    tensor-only model directory (what ``log_model`` writes): the registry takes no pickled
+    model."""
     from mlflow.artifacts import list_artifacts
 
     from tal.engine.model_files import MODEL_FILE, PICKLED_MARKERS
 
-    location = _source_of(model_uri, uri)
     top = {Path(f.path).name for f in list_artifacts(artifact_uri=location, tracking_uri=uri)}
     data = (
         {f"data/{Path(f.path).name}" for f in list_artifacts(f"{location}/data", tracking_uri=uri)}
@@ -174,7 +173,8 @@ def register(
     model's, set when it is created."""
     from mlflow.exceptions import MlflowException
 
-    check_tensor_only(uri, model_uri)
+    location = _source_of(model_uri, uri)
+    check_tensor_only(uri, model_uri, location)
     c = client(uri)
     try:
         c.get_registered_model(name)
@@ -189,7 +189,7 @@ def register(
     # resolve that through the process-wide tracking URI rather than ``uri``
     mv = c.create_model_version(
         name,
-        _source_of(model_uri, uri),
+        location,
         run_id=run_id,
         tags=tags,
         description=description,

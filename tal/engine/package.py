@@ -1,8 +1,8 @@
 """A trained model packaged to run alone: weights plus everything inference needs.
 
 ``PackagedLocalizer`` is what gets logged to a model registry, as a tensor-only model
-directory (``tal.engine.model_files``; ``save``/``load``, nothing unpickled): the EMA weights, the experiment config as plain data (post-processing, the
-method's settings, the extractor settings the features came from), the label names, the
+directory (``tal.engine.model_files``; ``save``/``load``, nothing unpickled): the EMA
+weights, the experiment config as plain data (post-processing, the method's settings, the extractor settings the features came from), the label names, the
 feature store's attributes (clip length, stride, fps, weights digests) and the method's
 inference assets (I2Net's partner bank). Given a video's features it returns detections in
 seconds, the same as the checkpoint does, through the method's decoding.
