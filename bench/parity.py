@@ -383,14 +383,23 @@ def run_shim(args: list[str], cwd: Path, threads: int, log: Path) -> float:
 
 
 def run_ours(
-    config: ExperimentConfig, workers: int, train_videos: int
+    config: ExperimentConfig, workers: int, train_videos: int, resume: bool = False
 ) -> tuple[Path, float, float]:
-    """Train and evaluate our method; predictions path, wall seconds, samples/s."""
+    """Train and evaluate our method; predictions path, wall seconds, samples/s. With
+    ``resume``, an unfinished run in ``config.run_dir`` continues from its last checkpoint
+    (training resumes exactly) and the seconds include its earlier epochs' seconds."""
     from pipelines.train import run_training
+    from tal.engine.checkpoint import load_checkpoint
 
+    checkpoint = Path(config.run_dir) / "model" / "checkpoint.pt"
+    earlier = 0.0
+    if resume and checkpoint.is_file():
+        earlier = sum(float(r.get("seconds", 0.0)) for r in load_checkpoint(checkpoint).history)
     t0 = time.perf_counter()
-    outcome = run_training(config, num_workers=workers, register=False, log=lambda _m: None)
-    seconds = time.perf_counter() - t0
+    outcome = run_training(
+        config, num_workers=workers, register=False, resume=resume, log=lambda _m: None
+    )
+    seconds = earlier + time.perf_counter() - t0
     history = json.loads((outcome.output / "metrics.json").read_text()).get("history", [])
     train_s = sum(float(r.get("seconds", 0.0)) for r in history)
     samples = sum(
@@ -400,12 +409,31 @@ def run_ours(
     return outcome.output / "predictions.json", seconds, rate
 
 
-def fresh_seed_dir(run: Path) -> Path:
-    """``run`` without the outputs of an earlier run of this bench (ours would resume from its
-    checkpoint, theirs evaluate a stale one)."""
-    for part in ("official", "ours"):
-        shutil.rmtree(run / part, ignore_errors=True)
-    (run / SEED_RECORD).unlink(missing_ok=True)
+SIDE_OUTPUTS = {
+    "official": (
+        "official",
+        "official_config.yaml",
+        "official.log",
+        "official_proposals.pkl",
+        "official_predictions.json",
+    ),
+    "ours": ("ours",),
+}
+
+
+def fresh_side(run: Path, side: str) -> Path:
+    """``run`` without one side's outputs of an earlier run of this bench (ours would resume
+    from its checkpoint, theirs evaluate a stale one) nor its record; the other side's stay."""
+    for name in SIDE_OUTPUTS[side]:
+        path = run / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    record = _read_record(run)
+    if side in record:
+        del record[side]
+        _write_record(run, record)
     run.mkdir(parents=True, exist_ok=True)
     return run
 
@@ -418,46 +446,60 @@ def _write(detections: Detections, path: Path) -> Path:
 SEED_RECORD = "parity_seed.json"
 
 
-def finished_seed(run: Path, base: ExperimentConfig) -> tuple[Score, Score] | None:
-    """Both sides of a seed this bench finished earlier in ``run`` (``--reuse``): scored again
-    from their recorded predictions, with their recorded times; None when not finished."""
+def _read_record(run: Path) -> dict[str, Any]:
     path = run / SEED_RECORD
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    official, ours = (
-        Score(
-            score(base, Path(record[side]["predictions"])),
-            float(record[side]["seconds"]),
-            float(record[side]["samples_per_second"]),
-        )
-        for side in ("official", "ours")
-    )
-    return official, ours
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def reuse_seed(run: Path, base: ExperimentConfig, official: Row, ours: Row) -> bool:
-    """Add the seed finished earlier in ``run`` to both rows (``--reuse``); False if none."""
-    done = finished_seed(run, base)
-    if done is None:
-        return False
-    official.runs.append(done[0])
-    ours.runs.append(done[1])
-    print(f"{run.name}: {official.label} and {ours.label}: reused the finished runs", flush=True)
-    return True
-
-
-def record_seed(run: Path, official: tuple[Path, Score], ours: tuple[Path, Score]) -> None:
-    """Mark the seed in ``run`` finished: each side's predictions file and times."""
-    record = {
-        side: {
-            "predictions": str(pred.resolve()),
-            "seconds": result.seconds,
-            "samples_per_second": result.samples_per_second,
-        }
-        for side, (pred, result) in (("official", official), ("ours", ours))
-    }
+def _write_record(run: Path, record: dict[str, Any]) -> None:
+    run.mkdir(parents=True, exist_ok=True)
     (run / SEED_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def finished_side(run: Path, base: ExperimentConfig, side: str) -> Score | None:
+    """One side (``official`` or ``ours``) of a seed this bench finished earlier in ``run``
+    (``--reuse``): scored again from its recorded predictions, with its recorded times; None
+    when that side did not finish. Each side is recorded when it finishes, so a seed whose
+    official run took a session is not run again in the next."""
+    entry = _read_record(run).get(side)
+    if entry is None:
+        return None
+    return Score(
+        score(base, Path(entry["predictions"])),
+        float(entry["seconds"]),
+        float(entry["samples_per_second"]),
+    )
+
+
+def record_side(run: Path, side: str, predictions: Path, result: Score) -> None:
+    """Mark one side of the seed in ``run`` finished: its predictions file and times."""
+    record = _read_record(run)
+    record[side] = {
+        "predictions": str(predictions.resolve()),
+        "seconds": result.seconds,
+        "samples_per_second": result.samples_per_second,
+    }
+    _write_record(run, record)
+
+
+def reused(
+    run: Path, base: ExperimentConfig, side: str, row: Row, args: argparse.Namespace
+) -> bool:
+    """With ``--reuse``, add the recorded ``side`` of the seed in ``run`` to ``row``; False
+    when it has to run. Before it runs its earlier outputs are cleared, except that with
+    ``--reuse`` an unfinished run of ours stays, to be resumed (``run_ours``); the official
+    code cannot resume."""
+    if args.reuse:
+        done = finished_side(run, base, side)
+        if done is not None:
+            row.runs.append(done)
+            print(f"{run.name}: {row.label}: reused the finished run", flush=True)
+            return True
+        if side == "ours" and (run / "ours" / "latest_train.json").is_file():
+            print(f"{run.name}: {row.label}: resuming the unfinished run", flush=True)
+            return False
+    fresh_side(run, side)
+    return False
 
 
 def parity_actionformer(
@@ -476,44 +518,47 @@ def parity_actionformer(
     train_videos = len([v for v, s in export.subsets.items() if s in base.data.train_subsets])
     official, ours = Row("ActionFormer, official code"), Row("ActionFormer, ours")
     for seed in args.seeds:
-        if args.reuse and reuse_seed((out / f"seed{seed}").resolve(), base, official, ours):
-            continue
-        run = fresh_seed_dir((out / f"seed{seed}").resolve())
-        cfg = actionformer_yaml(
-            settings,
-            export,
-            export.json_file.resolve(),
-            export.feat_folder.resolve(),
-            base.data.train_subsets,
-            subset,
-            seed,
-            run / "official",
-        )
-        cfg_path = run / "official_config.yaml"
-        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        log = run / "official.log"
-        log.unlink(missing_ok=True)
-        train_s = run_shim(
-            ["actionformer-train", str(checkout), str(cfg_path), "parity"], run, args.threads, log
-        )
-        ckpt_dir = run / "official" / "official_config_parity"
-        eval_s = run_shim(
-            ["actionformer-eval", str(checkout), str(cfg_path), str(ckpt_dir)],
-            run,
-            args.threads,
-            log,
-        )
-        results = pickle.loads((ckpt_dir / "eval_results.pkl").read_bytes())
-        pred = _write(
-            actionformer_to_detections(results, export.label_names),
-            run / "official_predictions.json",
-        )
-        steps = (train_videos // 2) * 2 * (recipe.epochs + recipe.warmup_epochs)
-        official.runs.append(Score(score(base, pred), train_s + eval_s, steps / train_s))
-        config = our_config("configs/demo_actionformer.yaml", base, settings, args, seed, run)
-        our_pred, seconds, rate = run_ours(config, args.workers, train_videos)
-        ours.runs.append(Score(score(base, our_pred), seconds, rate))
-        record_seed(run, (pred, official.runs[-1]), (our_pred, ours.runs[-1]))
+        run = (out / f"seed{seed}").resolve()
+        if not reused(run, base, "official", official, args):
+            cfg = actionformer_yaml(
+                settings,
+                export,
+                export.json_file.resolve(),
+                export.feat_folder.resolve(),
+                base.data.train_subsets,
+                subset,
+                seed,
+                run / "official",
+            )
+            cfg_path = run / "official_config.yaml"
+            cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            log = run / "official.log"
+            train_s = run_shim(
+                ["actionformer-train", str(checkout), str(cfg_path), "parity"],
+                run,
+                args.threads,
+                log,
+            )
+            ckpt_dir = run / "official" / "official_config_parity"
+            eval_s = run_shim(
+                ["actionformer-eval", str(checkout), str(cfg_path), str(ckpt_dir)],
+                run,
+                args.threads,
+                log,
+            )
+            results = pickle.loads((ckpt_dir / "eval_results.pkl").read_bytes())
+            pred = _write(
+                actionformer_to_detections(results, export.label_names),
+                run / "official_predictions.json",
+            )
+            steps = (train_videos // 2) * 2 * (recipe.epochs + recipe.warmup_epochs)
+            official.runs.append(Score(score(base, pred), train_s + eval_s, steps / train_s))
+            record_side(run, "official", pred, official.runs[-1])
+        if not reused(run, base, "ours", ours, args):
+            config = our_config("configs/demo_actionformer.yaml", base, settings, args, seed, run)
+            our_pred, seconds, rate = run_ours(config, args.workers, train_videos, args.reuse)
+            ours.runs.append(Score(score(base, our_pred), seconds, rate))
+            record_side(run, "ours", our_pred, ours.runs[-1])
         print(
             f"seed {seed}: ActionFormer official {official.runs[-1].result.average_mAP:.4f}, "
             f"ours {ours.runs[-1].result.average_mAP:.4f}",
@@ -569,42 +614,42 @@ def parity_co2net(
     settings = co2net_settings(recipe, len(train_ids))
     official, ours = Row("CO2-Net, official code"), Row("CO2-Net, ours")
     for seed in args.seeds:
-        if args.reuse and reuse_seed((out / f"seed{seed}").resolve(), base, official, ours):
-            continue
-        run = fresh_seed_dir((out / f"seed{seed}").resolve())
-        options = [
-            f"--path-dataset={export.path_dataset.resolve()}",
-            f"--dataset-name={export.dataset_name}",
-            f"--num-class={len(export.label_names)}",
-            f"--feature-size={export.input_dim}",
-            "--dataset=SampleDataset",
-            f"--interval={10**9}",
-        ]
-        for s in settings:
-            if s.official.startswith("--"):
-                options.append(f"{s.official}={seed if s.official == '--seed' else s.value}")
-        pkl = run / "official_proposals.pkl"
-        (run / "official.log").unlink(missing_ok=True)
-        seconds = run_shim(
-            ["co2net", str(checkout), str(pkl), "--", *options],
-            run,
-            args.threads,
-            run / "official.log",
-        )
-        saved = pickle.loads(pkl.read_bytes())
-        pred = _write(
-            co2net_to_detections(
-                saved["proposals"], export.label_names, export.timing, args.co2net_seconds
-            ),
-            run / "official_predictions.json",
-        )
-        iterations = next(s.value for s in settings if s.official == "--max-iter")
-        rate = iterations * recipe.batch_size / saved["train_seconds"]
-        official.runs.append(Score(score(base, pred), seconds, rate))
-        config = our_config("configs/demo_co2net.yaml", base, settings, args, seed, run)
-        our_pred, seconds, rate = run_ours(config, args.workers, len(train_ids))
-        ours.runs.append(Score(score(base, our_pred), seconds, rate))
-        record_seed(run, (pred, official.runs[-1]), (our_pred, ours.runs[-1]))
+        run = (out / f"seed{seed}").resolve()
+        if not reused(run, base, "official", official, args):
+            options = [
+                f"--path-dataset={export.path_dataset.resolve()}",
+                f"--dataset-name={export.dataset_name}",
+                f"--num-class={len(export.label_names)}",
+                f"--feature-size={export.input_dim}",
+                "--dataset=SampleDataset",
+                f"--interval={10**9}",
+            ]
+            for s in settings:
+                if s.official.startswith("--"):
+                    options.append(f"{s.official}={seed if s.official == '--seed' else s.value}")
+            pkl = run / "official_proposals.pkl"
+            seconds = run_shim(
+                ["co2net", str(checkout), str(pkl), "--", *options],
+                run,
+                args.threads,
+                run / "official.log",
+            )
+            saved = pickle.loads(pkl.read_bytes())
+            pred = _write(
+                co2net_to_detections(
+                    saved["proposals"], export.label_names, export.timing, args.co2net_seconds
+                ),
+                run / "official_predictions.json",
+            )
+            iterations = next(s.value for s in settings if s.official == "--max-iter")
+            rate = iterations * recipe.batch_size / saved["train_seconds"]
+            official.runs.append(Score(score(base, pred), seconds, rate))
+            record_side(run, "official", pred, official.runs[-1])
+        if not reused(run, base, "ours", ours, args):
+            config = our_config("configs/demo_co2net.yaml", base, settings, args, seed, run)
+            our_pred, seconds, rate = run_ours(config, args.workers, len(train_ids), args.reuse)
+            ours.runs.append(Score(score(base, our_pred), seconds, rate))
+            record_side(run, "ours", our_pred, ours.runs[-1])
         print(
             f"seed {seed}: CO2-Net official {official.runs[-1].result.average_mAP:.4f}, "
             f"ours {ours.runs[-1].result.average_mAP:.4f}",
@@ -716,7 +761,8 @@ def main() -> None:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="keep the seeds an earlier run in --out finished (both sides), run the others",
+        help="keep each side of a seed that an earlier run in --out finished (official and ours "
+        "are recorded separately), run the rest",
     )
     parser.add_argument("--out", default="runs/bench/parity")
     add_page_flag(parser, "parity")

@@ -276,9 +276,12 @@ def test_co2net_recipe():
     assert (ours.model.max_seq_len, ours.model.topk_ratio) == (112, 7)
 
 
-def test_a_finished_seed_is_reused_with_its_times(tiny, tmp_path):
-    """--reuse: a seed recorded as finished comes back scored from its predictions files with
-    its recorded times; a seed dir without the record (or freshly cleared) is not finished."""
+def test_each_finished_side_is_reused_with_its_times(tiny, tmp_path):
+    """--reuse: each side of a seed is recorded when it finishes and comes back scored from its
+    predictions with its recorded times; clearing one side keeps the other; without --reuse a
+    recorded side is cleared and run again."""
+    import argparse
+
     import parity
 
     from tal.config import load_config
@@ -298,16 +301,34 @@ def test_a_finished_seed_is_reused_with_its_times(tiny, tmp_path):
     base = load_config(None, [f"data.annotations={ann}", "evaluation.subset=validation"])
     run = tmp_path / "seed0"
     run.mkdir()
-    assert parity.finished_seed(run, base) is None
+    assert parity.finished_side(run, base, "official") is None
     official = parity.Score(parity.score(base, pred), 12.0, 3.0)
-    ours = parity.Score(parity.score(base, pred), 7.0, 5.0)
-    parity.record_seed(run, (pred, official), (pred, ours))
-    again = parity.finished_seed(run, base)
-    assert again is not None
-    assert [(s.seconds, s.samples_per_second) for s in again] == [(12.0, 3.0), (7.0, 5.0)]
-    assert again[0].result.average_mAP == pytest.approx(official.result.average_mAP)
+    parity.record_side(run, "official", pred, official)
+    (run / "official.log").write_text("official log\n")
+    (run / "ours").mkdir()
+    (run / "ours" / "partial.ckpt").write_text("half an epoch")
+    assert parity.finished_side(run, base, "ours") is None
+    again = parity.finished_side(run, base, "official")
+    assert again is not None and (again.seconds, again.samples_per_second) == (12.0, 3.0)
+    assert again.result.average_mAP == pytest.approx(official.result.average_mAP)
+    # the unfinished side is cleared before it runs; the finished one is taken as it is
     rows = parity.Row("official"), parity.Row("ours")
-    assert parity.reuse_seed(run, base, *rows)
-    assert [r.runs[0].seconds for r in rows] == [12.0, 7.0]
-    parity.fresh_seed_dir(run)
-    assert parity.finished_seed(run, base) is None
+    reuse = argparse.Namespace(reuse=True)
+    assert parity.reused(run, base, "official", rows[0], reuse)
+    assert not parity.reused(run, base, "ours", rows[1], reuse)
+    assert not (run / "ours").exists() and (run / "official.log").is_file()
+    assert [r.seconds for r in rows[0].runs] == [12.0] and rows[1].runs == []
+    # an unfinished run of ours that can resume (its latest_train.json) is kept for it
+    (run / "ours").mkdir()
+    (run / "ours" / "latest_train.json").write_text("{}")
+    assert not parity.reused(run, base, "ours", rows[1], reuse)
+    assert (run / "ours" / "latest_train.json").is_file()
+    parity.record_side(run, "ours", pred, parity.Score(parity.score(base, pred), 7.0, 5.0))
+    assert parity.finished_side(run, base, "ours").seconds == 7.0
+    # without --reuse the official side is run again: its outputs and record go
+    assert not parity.reused(
+        run, base, "official", parity.Row("x"), argparse.Namespace(reuse=False)
+    )
+    assert parity.finished_side(run, base, "official") is None
+    assert not (run / "official.log").exists()
+    assert parity.finished_side(run, base, "ours").seconds == 7.0
