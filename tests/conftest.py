@@ -120,7 +120,11 @@ def _unit_tier_starts_no_ray(request):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A local Ray instance with 2 CPUs for the whole session (started once: it takes seconds)."""
+    """A local Ray instance with 2 CPUs for the whole session (started once: it takes seconds),
+    on 127.0.0.1 only as the product's."""
+    from pipelines.ray_env import keep_ray_on_loopback
+
+    keep_ray_on_loopback()
     import ray
 
     if not ray.is_initialized():

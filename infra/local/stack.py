@@ -8,7 +8,9 @@ listens on, starts what is not running, and waits until each answers its health 
 ``down`` stops exactly the process groups that ``up`` started (SIGTERM, then SIGKILL after a
 grace period); jobs submitted to the Ray head see ``MLFLOW_TRACKING_URI`` and
 ``PREFECT_API_URL`` of the stack; ``status`` says what runs and prints the environment that points the product
-at the stack. Ray's token authentication is off: everything listens on loopback only.
+at the stack. Every server listens on 127.0.0.1 only (the Ray head too: ``LOOPBACK_ENV``, in
+its environment and in the exports, keeps Ray's servers off the host's address), so Ray's token
+authentication is off and ``ray job submit`` needs no token.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipelines.listeners import exposed, listeners
+from pipelines.ray_env import LOOPBACK_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = Path(os.environ.get("STACK_DIR", ROOT / ".stack")).resolve()
@@ -75,6 +80,7 @@ def services() -> list[Service]:
     path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     quiet = {
         "RAY_AUTH_MODE": "disabled",
+        **LOOPBACK_ENV,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PATH": path,
         "VIRTUAL_ENV": str(BIN.parent),
@@ -127,6 +133,7 @@ def environment() -> dict[str, str]:
         # `ray job submit` finds the head's dashboard (127.0.0.1:8265) through it
         "RAY_ADDRESS": f"{HOST}:{port['ray']}",
         "RAY_AUTH_MODE": "disabled",
+        **LOOPBACK_ENV,  # a driver's node address: the head's 127.0.0.1, not the host's
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{port['mlflow']}",
         "PREFECT_API_URL": f"http://{HOST}:{port['prefect']}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -304,15 +311,25 @@ def _group_alive(pgid: int) -> bool:
 
 
 def status() -> int:
-    running = 0
+    """What runs and answers, where the stack's processes listen (all on 127.0.0.1, or the
+    sockets that are not), and the exports; 0 when every service runs."""
+    running: list[int] = []
     for s in services():
         pid = _pid(s)
         state = "down" if pid is None else ("ready" if _healthy(s) else "starting/unhealthy")
-        running += pid is not None
+        running += [pid] if pid is not None else []
         print(f"{s.name:<8} {state:<18} pid {pid or '-':<8} {s.health}")
     if running:
+        found = listeners(running)
+        beyond = exposed(found)
+        if beyond:
+            print(f"warning: {len(beyond)} of {len(found)} listening sockets are not on loopback:")
+            for sock in beyond:
+                print(f"  {sock}")
+        else:
+            print(f"listening: {len(found)} sockets, all on loopback")
         print(_exports())
-    return 0 if running == len(services()) else 1
+    return 0 if len(running) == len(services()) else 1
 
 
 def _exports() -> str:

@@ -110,6 +110,7 @@ def test_stack_is_up_and_refuses_a_taken_port(stack, tmp_path):
         assert f"{name}: ready at http://127.0.0.1:" in stack.up_stdout
     status = _stack("status", stack.env)
     assert status.returncode == 0 and status.stdout.count(" ready ") == 3
+    _assert_loopback_only(stack, status.stdout)
     assert stack.exports["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{stack.ports['MLFLOW']}"
     assert stack.exports["RAY_ADDRESS"] == f"127.0.0.1:{stack.ports['RAY']}"
 
@@ -332,7 +333,24 @@ def test_deployment_killed_during_extraction_resumes_on_the_next_run(
     )
 
 
+def _assert_loopback_only(stack: Stack, status_stdout: str) -> None:
+    """Every socket the stack's processes (and their children: Ray's GCS, raylet, agents,
+    workers) listen on is on loopback, as `stack.py status` says and psutil confirms."""
+    from pipelines.listeners import exposed, listeners
+
+    pids = [
+        int((stack.root / "stack" / f"{n}.pid").read_text()) for n in ("ray", "mlflow", "prefect")
+    ]
+    found = listeners(pids)
+    names = " ".join(s.process for s in found)
+    assert "gcs_server" in names and "raylet" in names and "DashboardAgent" in names, names
+    assert not exposed(found), [str(s) for s in exposed(found)]
+    assert "all on loopback" in status_stdout and "warning" not in status_stdout
+
+
 def test_down_stops_everything(stack):
+    # after the jobs and flow runs above (their Ray workers may still idle)
+    _assert_loopback_only(stack, _stack("status", stack.env).stdout)
     down = _stack("down", stack.env)
     assert down.returncode == 0 and down.stdout.count("stopped") == 3
     assert _session_processes(str(stack.root)) == []
