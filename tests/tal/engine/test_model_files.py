@@ -123,7 +123,9 @@ def test_description_and_weights_are_checked_against_the_network(tmp_path):
     manifest = json.loads((folder / MODEL_FILE).read_text())
     manifest["description"]["in_dim"] = 9
     (folder / MODEL_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(ModelFileError, match=r"weight '.*' has shape .* the network expects"):
+    with pytest.raises(
+        ModelFileError, match=r"wrong shapes: embed.* \(16, 8, 3\) \(expected \(16, 9, 3\)\)"
+    ):
         PackagedLocalizer.load(folder)
     manifest["description"]["label_names"] = "abc"
     (folder / MODEL_FILE).write_text(json.dumps(manifest))
