@@ -389,6 +389,135 @@ def extraction_lock(fs: FeatureStore) -> Iterator[None]:
             fcntl.flock(file, fcntl.LOCK_UN)
 
 
+def _extract_on_actors(
+    fs: FeatureStore,
+    files: dict[str, Path],
+    todo: deque[str],
+    bad_ids: dict[str, str],
+    features: FeaturesConfig,
+    specs: dict[str, str],
+    workers: int,
+    summary: ExtractSummary,
+    log: Callable[[str], None],
+    progress_stream: Any,
+) -> None:
+    """Extract the videos ``todo`` on a pool of ``workers`` Ray actors into ``fs``, counting
+    into ``summary``: a worker that dies or times out is replaced and its video retried up to
+    ``features.max_retries`` times; a full disk stops the run with one message; the manifest
+    is written whatever happens."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+    start = time.perf_counter()
+    init_ray(log_to_driver=False)  # the progress bar is the output
+    options, device, threads = _actor_options(features, workers, log)
+    settings = clip_settings(features)
+    remote = ray.remote(ExtractWorker)
+
+    def new_actor():
+        return remote.options(**options).remote(
+            summary.store, features.extractor, specs, settings, device, threads
+        )
+
+    actors = [new_actor() for _ in range(workers)]
+    attempts: dict[str, int] = {}
+    running: dict[Any, tuple[int, str, float]] = {}  # ref -> (actor slot, video, started)
+    bar = Progress(len(todo), progress_stream)
+    finished = 0
+
+    def submit(slot: int) -> None:
+        if todo:
+            vid = todo.popleft()
+            ref = actors[slot].extract.remote(vid, str(files[vid]))
+            running[ref] = (slot, vid, time.perf_counter())
+
+    def actor_lost(slot: int, vid: str, reason: str) -> None:
+        nonlocal finished
+        ray.kill(actors[slot], no_restart=True)
+        actors[slot] = new_actor()
+        attempts[vid] = attempts.get(vid, 0) + 1
+        if attempts[vid] <= features.max_retries:
+            summary.retried += 1
+            log(f"{vid}: {reason}; worker replaced, retry {attempts[vid]}")
+            todo.appendleft(vid)
+        else:
+            error = f"{files[vid]}: {reason} ({attempts[vid]} attempts)"
+            fs.record(vid, "failed", error=error)
+            summary.failed += 1
+            summary.failures.append((vid, error))
+            finished += 1
+            bar.update(finished, summary.failed, summary.clips, f"{vid} failed")
+
+    disk_full: str | None = None  # the video of the first full-disk error
+    manifest_error = ""
+    try:
+        try:
+            devices = ray.get([a.ready.remote() for a in actors])
+        except RayActorError as exc:
+            raise ExtractError(f"extraction workers could not start: {exc}") from None
+        log(f"{workers} workers ready on {', '.join(sorted(set(devices)))}")
+        summary.startup_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        bar.start = start
+        for slot in range(workers):
+            submit(slot)
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in ready:
+                slot, vid, _ = running.pop(ref)
+                try:
+                    result: VideoResult = ray.get(ref)
+                except (RayActorError, WorkerCrashedError) as exc:
+                    actor_lost(slot, vid, f"worker died ({type(exc).__name__})")
+                    submit(slot)
+                    continue
+                except RayTaskError as exc:  # an unexpected error inside the actor
+                    cause = exc.cause if exc.cause is not None else exc
+                    if no_space(cause):  # stop: every later video would fail the same way
+                        disk_full = disk_full or vid
+                        todo.clear()
+                        with contextlib.suppress(OSError):
+                            fs.remove(vid)  # the partial arrays: their space back
+                        continue
+                    error = f"{files[vid]}: {type(cause).__name__}: {cause}"
+                    with contextlib.suppress(OSError):
+                        fs.record(vid, "failed", error=error)
+                    result = VideoResult(vid, "failed", error=error)
+                finished += 1
+                if result.status == "done":
+                    summary.done += 1
+                    summary.clips += result.clips
+                    if result.padded:
+                        summary.padded.append(vid)
+                        log(f"{vid}: shorter than one clip; padded to one feature")
+                else:
+                    summary.failed += 1
+                    summary.failures.append((vid, result.error or ""))
+                bar.update(finished, summary.failed, summary.clips, f"{vid} {result.status}")
+                submit(slot)
+            now = time.perf_counter()
+            for ref, (slot, vid, started) in list(running.items()):
+                if now - started > features.video_timeout:
+                    running.pop(ref)
+                    actor_lost(slot, vid, f"timed out after {features.video_timeout:g} s")
+                    submit(slot)
+    finally:
+        bar.close()
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        summary.seconds = time.perf_counter() - start
+        try:
+            fs.write_manifest()
+        except OSError as exc:
+            if not no_space(exc):
+                raise
+            manifest_error = f" (manifest.parquet not written: {os.strerror(errno.ENOSPC)})"
+    if disk_full is not None:
+        failed = {vid for vid, _ in summary.failures} | set(bad_ids)
+        message = _disk_full_message(fs, files, failed, disk_full)
+        raise ExtractError(message + manifest_error)
+
+
 def run_extraction(
     videos: str | os.PathLike[str],
     store: str | os.PathLike[str],
@@ -400,9 +529,6 @@ def run_extraction(
     progress_stream=None,
 ) -> ExtractSummary:
     """Extract every video of a folder into ``store`` on a pool of Ray actors."""
-    import ray
-    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
-
     from features.video import VIDEO_EXTENSIONS
 
     extensions = extensions or list(VIDEO_EXTENSIONS)
@@ -438,114 +564,9 @@ def run_extraction(
             fs.write_manifest()
             return summary
 
-        start = time.perf_counter()
-        init_ray(log_to_driver=False)  # the progress bar is the output
-        options, device, threads = _actor_options(features, workers, log)
-        settings = clip_settings(features)
-        remote = ray.remote(ExtractWorker)
-
-        def new_actor():
-            return remote.options(**options).remote(
-                location, features.extractor, specs, settings, device, threads
-            )
-
-        actors = [new_actor() for _ in range(workers)]
-        attempts: dict[str, int] = {}
-        running: dict[Any, tuple[int, str, float]] = {}  # ref -> (actor slot, video, started)
-        bar = Progress(len(todo), progress_stream)
-        finished = 0
-
-        def submit(slot: int) -> None:
-            if todo:
-                vid = todo.popleft()
-                ref = actors[slot].extract.remote(vid, str(files[vid]))
-                running[ref] = (slot, vid, time.perf_counter())
-
-        def actor_lost(slot: int, vid: str, reason: str) -> None:
-            nonlocal finished
-            ray.kill(actors[slot], no_restart=True)
-            actors[slot] = new_actor()
-            attempts[vid] = attempts.get(vid, 0) + 1
-            if attempts[vid] <= features.max_retries:
-                summary.retried += 1
-                log(f"{vid}: {reason}; worker replaced, retry {attempts[vid]}")
-                todo.appendleft(vid)
-            else:
-                error = f"{files[vid]}: {reason} ({attempts[vid]} attempts)"
-                fs.record(vid, "failed", error=error)
-                summary.failed += 1
-                summary.failures.append((vid, error))
-                finished += 1
-                bar.update(finished, summary.failed, summary.clips, f"{vid} failed")
-
-        disk_full: str | None = None  # the video of the first full-disk error
-        manifest_error = ""
-        try:
-            try:
-                devices = ray.get([a.ready.remote() for a in actors])
-            except RayActorError as exc:
-                raise ExtractError(f"extraction workers could not start: {exc}") from None
-            log(f"{workers} workers ready on {', '.join(sorted(set(devices)))}")
-            summary.startup_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            bar.start = start
-            for slot in range(workers):
-                submit(slot)
-            while running:
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    slot, vid, _ = running.pop(ref)
-                    try:
-                        result: VideoResult = ray.get(ref)
-                    except (RayActorError, WorkerCrashedError) as exc:
-                        actor_lost(slot, vid, f"worker died ({type(exc).__name__})")
-                        submit(slot)
-                        continue
-                    except RayTaskError as exc:  # an unexpected error inside the actor
-                        cause = exc.cause if exc.cause is not None else exc
-                        if no_space(cause):  # stop: every later video would fail the same way
-                            disk_full = disk_full or vid
-                            todo.clear()
-                            with contextlib.suppress(OSError):
-                                fs.remove(vid)  # the partial arrays: their space back
-                            continue
-                        error = f"{files[vid]}: {type(cause).__name__}: {cause}"
-                        with contextlib.suppress(OSError):
-                            fs.record(vid, "failed", error=error)
-                        result = VideoResult(vid, "failed", error=error)
-                    finished += 1
-                    if result.status == "done":
-                        summary.done += 1
-                        summary.clips += result.clips
-                        if result.padded:
-                            summary.padded.append(vid)
-                            log(f"{vid}: shorter than one clip; padded to one feature")
-                    else:
-                        summary.failed += 1
-                        summary.failures.append((vid, result.error or ""))
-                    bar.update(finished, summary.failed, summary.clips, f"{vid} {result.status}")
-                    submit(slot)
-                now = time.perf_counter()
-                for ref, (slot, vid, started) in list(running.items()):
-                    if now - started > features.video_timeout:
-                        running.pop(ref)
-                        actor_lost(slot, vid, f"timed out after {features.video_timeout:g} s")
-                        submit(slot)
-        finally:
-            bar.close()
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
-            summary.seconds = time.perf_counter() - start
-            try:
-                fs.write_manifest()
-            except OSError as exc:
-                if not no_space(exc):
-                    raise
-                manifest_error = f" (manifest.parquet not written: {os.strerror(errno.ENOSPC)})"
-        if disk_full is not None:
-            failed = {vid for vid, _ in summary.failures} | set(bad_ids)
-            message = _disk_full_message(fs, files, failed, disk_full)
-            raise ExtractError(message + manifest_error)
+        _extract_on_actors(
+            fs, files, todo, bad_ids, features, specs, workers, summary, log, progress_stream
+        )
         return summary
 
 

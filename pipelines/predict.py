@@ -104,7 +104,7 @@ def predict_videos(
     extractor = extractor_for(model, device)
     model.to(extractor.device)
     dtype = np.dtype(model.feature_attrs.get("dtype", "float32"))
-    rows, durations, failed = [], {}, {}
+    parts, durations, failed = [], {}, {}
     for path in paths:
         video_id = check_video_id(path.stem)
         try:
@@ -118,12 +118,10 @@ def predict_videos(
         found = model.predict_features(
             video_id, feats, out.fps, out.duration, config_overrides=config_overrides
         )
-        rows += list(
-            zip(found.video_ids, found.labels, found.start, found.end, found.score, strict=True)
-        )
+        parts.append(found)
         durations[video_id] = out.duration
         log(f"{path}: {len(found)} detections ({out.duration:.1f} s, {out.num_clips} clips)")
-    return PredictResult(Detections.from_rows(rows), durations, list(model.label_names), failed)
+    return PredictResult(Detections.concat(parts), durations, list(model.label_names), failed)
 
 
 def write_outputs(

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from pipelines.registry import Registration
-    from tal.engine.trainer import EpochRow, Trainer, TrainMetrics
+    from tal.engine.trainer import EpochRow, TrainData, Trainer, TrainMetrics
 
 FAULT_ENV = "TAL_TRAIN_FAULT"  # "EPOCH:RANK:MARKER": that rank SIGKILLs itself once (see below)
 TIMELINE_VIDEOS = 3
@@ -227,18 +227,21 @@ def maybe_fault(epoch: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def train_loop(fields: dict[str, object]) -> TrainMetrics:
+def train_loop(fields: dict[str, object], data: TrainData | None = None) -> TrainMetrics:
     """One worker's training (Ray Train calls it on every worker with the ``TrainJob``'s
-    fields, which its run state keeps as a dict; N = 0 calls it here)."""
+    fields, which its run state keeps as a dict; N = 0 calls it here, with the ``data`` the
+    driver loaded, so that each video's metadata is read once per run)."""
     job = TrainJob(**fields)  # type: ignore[arg-type]
     session = make_session(job, Path(job.output) / "checkpoint.pt")
     if session.rank == 0:
-        return _train_worker(job, session, Path(job.output))
+        return _train_worker(job, session, Path(job.output), data)
     with tempfile.TemporaryDirectory(prefix="tal-rank-") as scratch:  # other ranks write nothing
-        return _train_worker(job, session, Path(scratch))
+        return _train_worker(job, session, Path(scratch), data)
 
 
-def _train_worker(job: TrainJob, session: WorkerSession, output: Path) -> TrainMetrics:
+def _train_worker(
+    job: TrainJob, session: WorkerSession, output: Path, data: TrainData | None = None
+) -> TrainMetrics:
     from tal.engine.checkpoint import load_checkpoint
     from tal.engine.trainer import prepare_trainer
 
@@ -257,6 +260,7 @@ def _train_worker(job: TrainJob, session: WorkerSession, output: Path) -> TrainM
         output,
         log=say,
         device=session.device(),
+        data=data,
     )
     state = session.latest_state(load_checkpoint)
     if state is not None:
@@ -291,7 +295,9 @@ def log_evaluation(run: RunLogger, trainer: Trainer, output: Path) -> None:
 
     config = trainer.config
     subset = config.evaluation.subset
-    detections = load_predictions(output / "predictions.json")
+    detections = trainer.detections  # what predictions.json holds, not parsed again
+    if detections is None:
+        detections = load_predictions(output / "predictions.json")
     annotations = trainer.data.annotations
     result = evaluate_detection(
         annotations, detections, subset, config.evaluation.tiou_thresholds, curves=True
@@ -506,7 +512,6 @@ def run_training(
     log_dataset_inputs(
         uri, run_id, store, features.attrs, len(features.completed()), digest, annotations
     )
-    del data
     job = TrainJob(
         config_yaml=dump_config(config),
         annotations=annotations,
@@ -520,9 +525,10 @@ def run_training(
     )
     with run_status(uri, run_id):
         if workers == 0:
-            train_loop(asdict(job))
+            train_loop(asdict(job), data)
             state = load_checkpoint(output / "checkpoint.pt")
         else:
+            del data  # the workers load their own
             log(
                 f"Ray Train: {workers} workers, checkpoints in {storage_location(config)}/{run_name}"
             )

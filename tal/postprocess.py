@@ -3,8 +3,8 @@
 The steps, each a function: ``decode_video`` turns one video's outputs into candidate
 segments in feature steps, ``batched_nms`` suppresses duplicates (Soft-NMS per class or over
 all classes, then optional segment voting), ``fuse_external_scores`` optionally relabels the
-survivors with a video-level classifier's top classes, and ``to_seconds_rows`` converts to
-seconds (clipped to the video) as rows for ``tal.data.predictions.Detections.from_rows``.
+survivors with a video-level classifier's top classes, and ``to_seconds`` converts to
+seconds (clipped to the video) as ``tal.data.predictions.Detections``.
 Post-processing runs on the CPU in float32/64.
 
 Parity with ActionFormer (happyharrycn/actionformer_release: ``PtTransformer.
@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from features.errors import UserInputError
+from tal.data.predictions import Detections
 from tal.data.timing import FeatureTiming
 
 TopkPer = Literal["level", "video"]
@@ -428,7 +429,7 @@ def fuse_external_scores(
     return out_segs.to(segments.dtype), fused.to(scores.dtype), out_labels.long()
 
 
-def to_seconds_rows(
+def to_seconds(
     video_id: str,
     segments_steps: Tensor | np.ndarray,
     scores: Tensor | np.ndarray,
@@ -436,22 +437,25 @@ def to_seconds_rows(
     timing: FeatureTiming,
     duration: float | None,
     label_names: Sequence[str],
-) -> list[tuple[str, str, float, float, float]]:
-    """Rows ``(video_id, label_name, start_s, end_s, score)`` for ``Detections.from_rows``.
+) -> Detections:
+    """One video's detections in seconds, as arrays.
 
     Segments are converted with ``timing.to_seconds``, clipped to ``[0, duration]`` (only at 0
     when ``duration`` is None), and dropped if empty after clipping.
     """
     segs = timing.to_seconds(_as_numpy(segments_steps).reshape(-1, 2))
     upper = np.inf if duration is None else float(duration)
-    segs = np.clip(segs, 0.0, upper)
-    rows = []
-    for (start, end), score, label in zip(
-        segs, _as_numpy(scores).reshape(-1), _as_numpy(labels).reshape(-1), strict=True
-    ):
-        if end > start:
-            rows.append((video_id, label_names[int(label)], float(start), float(end), float(score)))
-    return rows
+    segs = np.asarray(np.clip(segs, 0.0, upper), dtype=np.float64)
+    keep = segs[:, 1] > segs[:, 0]
+    names = np.asarray(list(label_names), dtype=object)
+    classes = _as_numpy(labels).reshape(-1)[keep].astype(np.int64)
+    return Detections(
+        video_ids=np.full(int(keep.sum()), video_id, dtype=object),
+        labels=names[classes] if len(classes) else np.array([], dtype=object),
+        start=segs[keep, 0],
+        end=segs[keep, 1],
+        score=_as_numpy(scores).reshape(-1)[keep].astype(np.float64),
+    )
 
 
 def _as_numpy(x: Tensor | np.ndarray) -> np.ndarray:

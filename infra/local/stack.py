@@ -30,14 +30,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.listeners import exposed, listeners
-from pipelines.ray_env import LOOPBACK_ENV
-
 ROOT = Path(__file__).resolve().parents[2]
 STACK = Path(os.environ.get("STACK_DIR", ROOT / ".stack")).resolve()
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 CURRENT_CLUSTER = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+# keeps the head's servers on 127.0.0.1: pipelines/ray_env.py says why (this file uses only the
+# standard library, so it repeats the value; tests/infra/test_stack_faults.py checks they agree)
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 @dataclass(frozen=True)
@@ -320,6 +320,8 @@ def status() -> int:
         running += [pid] if pid is not None else []
         print(f"{s.name:<8} {state:<18} pid {pid or '-':<8} {s.health}")
     if running:
+        from pipelines.listeners import exposed, listeners  # the project's environment runs it
+
         found = listeners(running)
         beyond = exposed(found)
         if beyond:

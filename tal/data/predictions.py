@@ -7,17 +7,16 @@ On disk (DESIGN.md)::
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from features.atomic import atomic_write_text
+from features.atomic import atomic_write_bytes
 from tal.data.annotations import AnnotationError, read_json
 
 # one detection: (video_id, label, start seconds, end seconds, score)
@@ -49,6 +48,19 @@ class Detections:
             start=np.asarray(starts, dtype=np.float64),
             end=np.asarray(ends, dtype=np.float64),
             score=np.asarray(scores, dtype=np.float64),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Detections]) -> Detections:
+        """The rows of ``parts`` in order (each video's detections, kept as arrays)."""
+        if not parts:
+            return cls.empty()
+        return cls(
+            video_ids=np.concatenate([p.video_ids for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]),
+            start=np.concatenate([p.start for p in parts]),
+            end=np.concatenate([p.end for p in parts]),
+            score=np.concatenate([p.score for p in parts]),
         )
 
     @classmethod
@@ -220,4 +232,6 @@ def load_predictions(
 
 def write_predictions(detections: Detections, path: str | os.PathLike[str]) -> Path:
     """Write detections as ActivityNet results JSON (atomically)."""
-    return atomic_write_text(path, json.dumps(detections.to_json()) + "\n")
+    import orjson
+
+    return atomic_write_bytes(path, orjson.dumps(detections.to_json()) + b"\n")

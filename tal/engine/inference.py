@@ -16,13 +16,13 @@ from torch import nn
 
 from tal.config import ExperimentConfig
 from tal.data.dataset import FeatureDataset
-from tal.data.predictions import DetectionRow, Detections
+from tal.data.predictions import Detections
 from tal.data.timing import FeatureTiming
 from tal.engine.checkpoint import CheckpointState
 from tal.evaluation.detection import DetectionResult
 from tal.methods import Method, PostprocessSettings, build_method
 from tal.methods.base import InferenceAssets
-from tal.postprocess import to_seconds_rows
+from tal.postprocess import to_seconds
 
 
 @torch.no_grad()
@@ -37,11 +37,11 @@ def predict_video(
     device: torch.device,
     post: PostprocessSettings = PostprocessSettings(),
     assets: InferenceAssets | None = None,
-) -> list[DetectionRow]:
-    """Detection rows (``Detections.from_rows``) of one video's ``[C, T]`` features."""
+) -> Detections:
+    """Detections of one video's ``[C, T]`` features, in seconds."""
     network.eval()
     found = method.decode(network, video_id, feats, device, post, assets)
-    return to_seconds_rows(
+    return to_seconds(
         video_id, found.segments, found.scores, found.labels, timing, duration, list(label_names)
     )
 
@@ -56,22 +56,24 @@ def predict(
     assets: InferenceAssets | None = None,
 ) -> Detections:
     """Detections of every video of ``dataset`` (never cropped), in seconds."""
-    rows: list[DetectionRow] = []
+    parts: list[Detections] = []
     for i in range(len(dataset)):
         item = dataset[i]
-        rows += predict_video(
-            network,
-            method,
-            item.video_id,
-            item.feats,
-            item.timing,
-            item.duration,
-            label_names,
-            device,
-            post=post,
-            assets=assets,
+        parts.append(
+            predict_video(
+                network,
+                method,
+                item.video_id,
+                item.feats,
+                item.timing,
+                item.duration,
+                label_names,
+                device,
+                post=post,
+                assets=assets,
+            )
         )
-    return Detections.from_rows(rows)
+    return Detections.concat(parts)
 
 
 # feature-store attributes that must match between training and inference

@@ -162,7 +162,7 @@ class PackagedLocalizer(nn.Module):
         ).T
         device = next(self.model.parameters()).device
         method, config = self._method(config_overrides)
-        rows = predict_video(
+        return predict_video(
             self.model,
             method,
             video_id,
@@ -174,7 +174,6 @@ class PackagedLocalizer(nn.Module):
             post=PostprocessSettings.from_config(config.inference, self.label_names),
             assets=self._assets(method),
         )
-        return Detections.from_rows(rows)
 
     @torch.no_grad()
     def predict_dataset(

@@ -273,6 +273,9 @@ class Trainer:
         self.amp = self.device.type == "cuda" and t.amp
         self.epoch = 0  # epochs completed
         self.history: list[EpochRow] = []
+        # the last evaluation's detections (rank 0, after ``fit``): what predictions.json holds,
+        # kept as arrays for whoever logs them
+        self.detections: Detections | None = None
         self._assets: InferenceAssets | None = None
         self._assets_built = False
         self.loss_terms: set[str] = set()  # names of the method's loss terms seen so far
@@ -430,6 +433,7 @@ class Trainer:
         if result is None or detections is None:  # resumed after the last epoch
             result, detections = self.evaluate()
         write_predictions(detections, self.output_dir / "predictions.json")
+        self.detections = detections
         metrics = TrainMetrics(
             history=self.history,
             tiou=list(result.tiou),
@@ -495,13 +499,16 @@ def prepare_trainer(
     output_dir: str | os.PathLike[str],
     log: Callable[[str], None] | None = None,
     device: torch.device | None = None,
+    data: TrainData | None = None,
 ) -> Trainer:
-    """Data and a fresh Trainer for ``config``; reports what was left out."""
+    """Data (``data`` when the caller loaded it already, in this process) and a fresh Trainer
+    for ``config``; reports what was left out."""
     say = log or logger.info
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(config))
-    data = load_data(config, annotations, store, pairs)
+    if data is None:
+        data = load_data(config, annotations, store, pairs)
     for note in data.notes:
         say(note)
     if data.train.missing or data.val.missing:

@@ -75,3 +75,23 @@ def test_ports_inside_rays_worker_range_are_refused(tmp_path):
         "worker can take it; choose a port outside it"
     )
     assert not (tmp_path / "stack" / "mlflow.child").exists()  # nothing started
+
+
+def test_the_stack_keeps_ray_on_loopback_as_the_product_does():
+    """stack.py repeats pipelines/ray_env.py's loopback switch (it uses only the standard
+    library): the head's environment and the exports carry the same value."""
+    import importlib.util
+
+    from pipelines.ray_env import LOOPBACK_ENV
+
+    spec = importlib.util.spec_from_file_location("stack", STACK)
+    stack = importlib.util.module_from_spec(spec)
+    sys.modules["stack"] = stack  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(stack)
+    finally:
+        del sys.modules["stack"]
+    assert stack.LOOPBACK_ENV == LOOPBACK_ENV
+    head = next(s for s in stack.services() if s.name == "ray")
+    assert LOOPBACK_ENV.items() <= head.env.items()
+    assert LOOPBACK_ENV.items() <= stack.environment().items()

@@ -27,9 +27,16 @@ SMALL = [
 ]
 
 
-def test_train_then_infer(toy_store, tmp_path, capsys):
+def test_train_then_infer(toy_store, tmp_path, capsys, monkeypatch):
+    import tal.engine.trainer as trainer_module
+
     _, ann, store = toy_store
     out = tmp_path / "run"
+    loads = []
+    load_data = trainer_module.load_data
+    monkeypatch.setattr(
+        trainer_module, "load_data", lambda *a, **k: loads.append(a[1:]) or load_data(*a, **k)
+    )
     code = run(
         [
             "train",
@@ -55,6 +62,8 @@ def test_train_then_infer(toy_store, tmp_path, capsys):
         captured.out
     )
     assert (out / "checkpoint.pt").is_file() and (out / "config.yaml").is_file()
+    # the driver's check of the inputs and the in-process loop share one load of the data
+    assert [a[:2] for a in loads] == [(str(ann), str(store))], loads
 
     pred = tmp_path / "pred.json"
     code = run(

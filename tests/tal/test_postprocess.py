@@ -25,7 +25,7 @@ from tal.postprocess import (
     fuse_external_scores,
     segment_voting,
     soft_nms,
-    to_seconds_rows,
+    to_seconds,
 )
 
 
@@ -387,21 +387,34 @@ def test_postprocess_settings_from_config_reads_every_key(tmp_path: Path):
         PostprocessSettings.from_config(InferenceConfig(external_scores="nowhere.json"))
 
 
-def test_to_seconds_rows_converts_and_clips():
+def test_to_seconds_converts_and_clips():
     timing = FeatureTiming(fps=10.0, stride=4, clip_length=16)  # seconds = (4 * step + 8) / 10
     segments = torch.tensor([[0.0, 10.0], [-5.0, 3.0], [20.0, 30.0], [30.0, 40.0]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
     labels = torch.tensor([1, 0, 1, 0])
-    rows = to_seconds_rows("v1", segments, scores, labels, timing, 10.0, ["run", "jump"])
-    assert [r[:2] for r in rows] == [("v1", "jump"), ("v1", "run"), ("v1", "jump")]
-    assert [r[2:] for r in rows] == [
-        pytest.approx((0.8, 4.8, 0.9)),
-        pytest.approx((0.0, 2.0, 0.8)),
-        pytest.approx((8.8, 10.0, 0.7)),  # [30, 40] -> [12.8, 16.8] is past the end: dropped
-    ]
-    unclipped = to_seconds_rows("v1", segments, scores, labels, timing, None, ["run", "jump"])
-    assert unclipped[-1][2:4] == pytest.approx((12.8, 16.8))
-    assert len(Detections.from_rows(rows)) == 3
+    found = to_seconds("v1", segments, scores, labels, timing, 10.0, ["run", "jump"])
+    assert list(found.video_ids) == ["v1"] * 3 and list(found.labels) == ["jump", "run", "jump"]
+    # [30, 40] -> [12.8, 16.8] is past the end: dropped
+    assert found.start == pytest.approx([0.8, 0.0, 8.8]) and found.end == pytest.approx(
+        [4.8, 2.0, 10.0]
+    )
+    assert found.score == pytest.approx([0.9, 0.8, 0.7])
+    assert found.start.dtype == found.score.dtype == np.float64
+    unclipped = to_seconds("v1", segments, scores, labels, timing, None, ["run", "jump"])
+    assert (unclipped.start[-1], unclipped.end[-1]) == pytest.approx((12.8, 16.8))
+    # the same numbers as rows of Python floats (the former path), and nothing left
+    rows = list(
+        zip(found.video_ids, found.labels, found.start, found.end, found.score, strict=True)
+    )
+    again = Detections.from_rows(
+        [(v, lab, float(a), float(b), float(c)) for v, lab, a, b, c in rows]
+    )
+    assert np.array_equal(again.start, found.start) and np.array_equal(again.score, found.score)
+    none = to_seconds("v1", segments[:0], scores[:0], labels[:0], timing, 10.0, ["run", "jump"])
+    assert len(none) == 0 and len(Detections.concat([none, found, none])) == 3
+    both = Detections.concat([found, unclipped])
+    assert list(both.video_ids) == ["v1"] * 7 and both.end[-1] == pytest.approx(16.8)
+    assert len(Detections.concat([])) == 0
 
 
 def _reference_soft_nms(segs, scores, labels, sigma, thr, min_score, cap, method, agnostic):

@@ -18,7 +18,7 @@ from features.importing import import_features
 from tal.data.annotations import AnnotationSet
 from tal.data.dataset import FeatureDataset
 from tal.data.importers import import_bmn_activitynet
-from tal.postprocess import to_seconds_rows
+from tal.postprocess import to_seconds
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SAMPLE, STEPS = 50, 100
@@ -90,7 +90,7 @@ def test_resized_import_keeps_every_action_inside_its_video(anet_sample, tmp_pat
         np.testing.assert_allclose(item.segments.numpy(), expected, atol=1e-4)
         # steps -> seconds -> steps, and the inference path's conversion back to seconds
         np.testing.assert_allclose(item.timing.to_steps(item.timing.to_seconds(expected)), expected)
-        rows = to_seconds_rows(
+        found = to_seconds(
             vid,
             expected,
             np.ones(len(expected)),
@@ -99,7 +99,7 @@ def test_resized_import_keeps_every_action_inside_its_video(anet_sample, tmp_pat
             item.duration,
             ["x"],
         )
-        np.testing.assert_allclose([r[2:4] for r in rows], seconds, atol=1e-9)
+        np.testing.assert_allclose(np.stack([found.start, found.end], 1), seconds, atol=1e-9)
 
 
 def test_one_global_rate_clips_and_drops_actions(anet_sample, tmp_path):

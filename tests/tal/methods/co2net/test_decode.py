@@ -16,7 +16,7 @@ from tal.methods.co2net.decode import (
     runs_above,
     video_scores,
 )
-from tal.postprocess import to_seconds_rows
+from tal.postprocess import to_seconds
 
 # A hand case run through the official proposal method outside this repository:
 # ``proposal_methods.multiple_threshold_hamnet`` of harlanhong/MM2021-CO2-Net (default
@@ -173,11 +173,11 @@ def test_proposal_seconds_cover_the_frames_of_its_features():
     assert proposal_steps(10, 19) == (9.5, 19.5)
     steps = torch.tensor([proposal_steps(10, 19)])
     one = (torch.ones(1), torch.zeros(1, dtype=torch.long))
-    ours = to_seconds_rows("v", steps, *one, FeatureTiming(30.0, 4, 16), None, ["a"])
-    assert ours[0][2:4] == pytest.approx((46 / 30, 86 / 30))
-    official = to_seconds_rows("v", steps, *one, FeatureTiming(25.0, 16, 16), None, ["a"])
-    assert official[0][2:4] == pytest.approx((10 * 16 / 25, 20 * 16 / 25))
+    ours = to_seconds("v", steps, *one, FeatureTiming(30.0, 4, 16), None, ["a"])
+    assert (ours.start[0], ours.end[0]) == pytest.approx((46 / 30, 86 / 30))
+    official = to_seconds("v", steps, *one, FeatureTiming(25.0, 16, 16), None, ["a"])
+    assert (official.start[0], official.end[0]) == pytest.approx((10 * 16 / 25, 20 * 16 / 25))
     # the former decoding: half a step (2 frames, 0.067 s here) late at both ends
     late = torch.tensor([proposal_steps(10, 19, "first_last_plus_one")])
-    former = to_seconds_rows("v", late, *one, FeatureTiming(30.0, 4, 16), None, ["a"])
-    assert former[0][2:4] == pytest.approx((48 / 30, 88 / 30))
+    former = to_seconds("v", late, *one, FeatureTiming(30.0, 4, 16), None, ["a"])
+    assert (former.start[0], former.end[0]) == pytest.approx((48 / 30, 88 / 30))
