@@ -4,6 +4,7 @@ a local instance started in this process, listening on 127.0.0.1 only."""
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 # Ray's servers (GCS, raylet, workers, agents) bind to the node's IP, and on Linux Ray takes
@@ -24,6 +25,12 @@ def keep_ray_on_loopback() -> None:
         constants.ENABLE_RAY_CLUSTER = False
 
 
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def init_ray(log_to_driver: bool = True, dashboard: bool = True) -> None:
     """Start or join Ray once per process (a no-op when it is already initialised).
 
@@ -41,12 +48,22 @@ def init_ray(log_to_driver: bool = True, dashboard: bool = True) -> None:
 
     if ray.is_initialized():
         return
+    options: dict[str, object] = {}
+    if dashboard:
+        # Ray's state API, which Ray Train's placement-group cleaner asks every few seconds
+        # whether the run's controller lives, finds "the" cluster by RAY_ADDRESS or by looking
+        # for GCS processes on the host: with another Ray instance running it finds two and
+        # logs a traceback each time (or asks the other one). Name ours to the job's processes.
+        port = _free_loopback_port()
+        api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+        options = {"dashboard_port": port, "runtime_env": {"env_vars": api}}
     ray.init(
         address="local",  # a new instance here, whatever `ray start` left in /tmp/ray
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         log_to_driver=log_to_driver,
         configure_logging=False,
+        **options,  # type: ignore[arg-type]
     )
     # this process owns the instance: if it dies without shutting Ray down (kill -9),
     # the watcher stops the agents Ray would leave running

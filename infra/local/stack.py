@@ -89,6 +89,9 @@ def services() -> list[Service]:
     tracking = {
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{mlflow_port}",
         "PREFECT_API_URL": f"http://{HOST}:{prefect_port}/api",
+        # Ray's state API in the head's processes (Ray Train asks it about its runs) asks this
+        # head, not whichever Ray instance it would find on the host
+        "RAY_API_SERVER_ADDRESS": f"http://{HOST}:{dash}",
     }
     ray = [str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={HOST}"]
     ray += [f"--port={ray_port}", f"--dashboard-host={HOST}", f"--dashboard-port={dash}"]

@@ -94,4 +94,8 @@ def test_the_stack_keeps_ray_on_loopback_as_the_product_does():
     assert stack.LOOPBACK_ENV == LOOPBACK_ENV
     head = next(s for s in stack.services() if s.name == "ray")
     assert LOOPBACK_ENV.items() <= head.env.items()
+    # Ray's state API in the head's processes asks this head's dashboard
+    assert (
+        head.env["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{stack.ports()['ray_dashboard']}"
+    )
     assert LOOPBACK_ENV.items() <= stack.environment().items()

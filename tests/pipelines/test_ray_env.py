@@ -58,3 +58,53 @@ def test_a_local_ray_instance_listens_on_loopback_only(order, tmp_path):
 
     beyond = [(addr, port, name) for addr, port, name in found if not is_loopback(addr)]
     assert not beyond, f"listening beyond loopback: {beyond}"
+
+
+OTHER = """
+import time
+from pipelines.ray_env import init_ray
+init_ray(log_to_driver=False)
+print("up", flush=True)
+time.sleep(600)
+"""
+
+TRAIN = """
+import time
+import ray.train
+from ray.train.torch import TorchTrainer
+from pipelines.ray_env import init_ray
+init_ray()
+
+def loop():
+    time.sleep(12)  # Ray Train's placement-group cleaner asks the state API every few seconds
+    ray.train.report({"x": 1})
+
+TorchTrainer(loop, scaling_config=ray.train.ScalingConfig(num_workers=1)).fit()
+print("fit done", flush=True)
+"""
+
+
+def test_a_ray_train_run_beside_another_ray_instance_asks_its_own(tmp_path):
+    """With another Ray instance on the host, Ray's state API in our run's processes found two
+    and Ray Train's placement-group cleaner died with a 30-line traceback ("Found multiple
+    active Ray instances"); init_ray names our instance's API server to its processes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    other = subprocess.Popen(
+        [sys.executable, "-c", OTHER], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout.readline().strip() == "up"
+        run = subprocess.run(
+            [sys.executable, "-c", TRAIN],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        other.kill()  # its watcher (pipelines/ray_reaper.py) stops the rest
+        other.wait()
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and "fit done" in run.stdout, output[-3000:]
+    assert "PlacementGroupCleaner" not in output and "multiple active Ray" not in output, output
