@@ -284,7 +284,6 @@ def _train_worker(
 
 def log_evaluation(run: RunLogger, trainer: Trainer, output: Path) -> None:
     """Predictions, metrics and figures of the final evaluation, as run artifacts."""
-    from tal.data.predictions import load_predictions
     from tal.evaluation.detection import evaluate_detection
     from tal.evaluation.plots import (
         per_class_ap_figure,
@@ -296,8 +295,7 @@ def log_evaluation(run: RunLogger, trainer: Trainer, output: Path) -> None:
     config = trainer.config
     subset = config.evaluation.subset
     detections = trainer.detections  # what predictions.json holds, not parsed again
-    if detections is None:
-        detections = load_predictions(output / "predictions.json")
+    assert detections is not None, "log_evaluation runs after fit on rank 0"
     annotations = trainer.data.annotations
     result = evaluate_detection(
         annotations, detections, subset, config.evaluation.tiou_thresholds, curves=True
