@@ -41,7 +41,9 @@ of similar videos) with the iterations given as epochs (``--co2net-epochs``; THU
 Our trainer's epoch goes over the pairs file, for every method (a partner or not), and its
 ``batch_size`` counts pairs: with ``pairs.per_video=1`` an epoch sees each training video
 about twice, so our epochs are half the official passes over the videos (rounded up) and our
-batch is half the official number of videos (``passes``). CO2-Net's proposals count feature
+batch is half the official number of videos (``passes``). CO2-Net's similar pairs are drawn
+afresh at every step; ours list every same-class video as a partner and draw one per video
+each epoch (``training.partner_draw: each_epoch``). CO2-Net's proposals count feature
 steps; ``--co2net-seconds`` says how they become seconds (``bench/parity_io.py``).
 ASL: the authors' release is built for Ego4D: a fork of ActionFormer whose modeling package
 imports ``transformers`` (a modified XLNet backbone built on its internals, a BERT label
@@ -55,6 +57,7 @@ stops there; running it needs a ``--python`` environment with a ``transformers``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -234,8 +237,10 @@ def co2net_settings(r: CO2NetRecipe, train_videos: int) -> list[Setting]:
         Setting("--batch-size", r.batch_size, "training.batch_size", r.batch_size // 2,
                 "ours: pairs, 2 videos each"),
         Setting("--num-similar", 3, "model.coactivity_pairs", 3),
-        Setting("(similar pairs)", "-", "pairs.per_video", 1,
-                "ours: one pair per training video in an epoch"),
+        Setting("(similar pairs: 2 videos of a random class)", "-", "pairs.per_video",
+                train_videos - 1, "ours: every video sharing a class listed as a partner"),
+        Setting("(drawn anew every step)", "-", "training.partner_draw", "each_epoch",
+                "ours: each video once an epoch, its partner drawn anew each epoch"),
         Setting("--max-seqlen", r.max_seqlen, "model.max_seq_len"),
         Setting("(SampleDataset random_perturb)", "-", "model.train_sampling", "perturb"),
         Setting("--lr", 5e-5, "training.lr"),
@@ -456,13 +461,27 @@ def _write_record(run: Path, record: dict[str, Any]) -> None:
     (run / SEED_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
-def finished_side(run: Path, base: ExperimentConfig, side: str) -> Score | None:
+def settings_digest(value: object) -> str:
+    """A short digest of what one side runs with (our config, the official options): a
+    recorded or unfinished side is reused only under the same settings."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def finished_side(run: Path, base: ExperimentConfig, side: str, settings: str) -> Score | None:
     """One side (``official`` or ``ours``) of a seed this bench finished earlier in ``run``
-    (``--reuse``): scored again from its recorded predictions, with its recorded times; None
-    when that side did not finish. Each side is recorded when it finishes, so a seed whose
-    official run took a session is not run again in the next."""
+    (``--reuse``) with the same ``settings`` (``settings_digest``): scored again from its
+    recorded predictions, with its recorded times; None when that side did not finish or
+    ran with other settings. Each side is recorded when it finishes, so a seed whose official
+    run took a session is not run again in the next. A record older than the digests (no
+    ``settings``) is taken as it is, and says so."""
     entry = _read_record(run).get(side)
     if entry is None:
+        return None
+    if "settings" not in entry:
+        print(f"{run.name}: {side}: recorded without its settings digest; taken as it is")
+    elif entry["settings"] != settings:
+        print(f"{run.name}: {side}: recorded with other settings; run again", flush=True)
         return None
     return Score(
         score(base, Path(entry["predictions"])),
@@ -471,34 +490,49 @@ def finished_side(run: Path, base: ExperimentConfig, side: str) -> Score | None:
     )
 
 
-def record_side(run: Path, side: str, predictions: Path, result: Score) -> None:
-    """Mark one side of the seed in ``run`` finished: its predictions file and times."""
+def record_side(run: Path, side: str, predictions: Path, result: Score, settings: str) -> None:
+    """Mark one side of the seed in ``run`` finished: its predictions file, times and
+    settings digest."""
     record = _read_record(run)
     record[side] = {
         "predictions": str(predictions.resolve()),
         "seconds": result.seconds,
         "samples_per_second": result.samples_per_second,
+        "settings": settings,
     }
     _write_record(run, record)
 
 
 def reused(
-    run: Path, base: ExperimentConfig, side: str, row: Row, args: argparse.Namespace
+    run: Path,
+    base: ExperimentConfig,
+    side: str,
+    row: Row,
+    args: argparse.Namespace,
+    settings: str,
 ) -> bool:
-    """With ``--reuse``, add the recorded ``side`` of the seed in ``run`` to ``row``; False
-    when it has to run. Before it runs its earlier outputs are cleared, except that with
-    ``--reuse`` an unfinished run of ours stays, to be resumed (``run_ours``); the official
-    code cannot resume."""
+    """With ``--reuse``, add the recorded ``side`` of the seed in ``run`` to ``row`` when it
+    ran with ``settings``; False when it has to run. Before it runs its earlier outputs are
+    cleared, except that with ``--reuse`` an unfinished run of ours started with the same
+    settings stays, to be resumed (``run_ours``); the official code cannot resume."""
     if args.reuse:
-        done = finished_side(run, base, side)
+        done = finished_side(run, base, side, settings)
         if done is not None:
             row.runs.append(done)
             print(f"{run.name}: {row.label}: reused the finished run", flush=True)
             return True
-        if side == "ours" and (run / "ours" / "latest_train.json").is_file():
+        started = _read_record(run).get("started", {}).get(side)
+        if (
+            side == "ours"
+            and started == settings
+            and (run / "ours" / "latest_train.json").is_file()
+        ):
             print(f"{run.name}: {row.label}: resuming the unfinished run", flush=True)
             return False
     fresh_side(run, side)
+    record = _read_record(run)
+    record.setdefault("started", {})[side] = settings
+    _write_record(run, record)
     return False
 
 
@@ -519,17 +553,19 @@ def parity_actionformer(
     official, ours = Row("ActionFormer, official code"), Row("ActionFormer, ours")
     for seed in args.seeds:
         run = (out / f"seed{seed}").resolve()
-        if not reused(run, base, "official", official, args):
-            cfg = actionformer_yaml(
-                settings,
-                export,
-                export.json_file.resolve(),
-                export.feat_folder.resolve(),
-                base.data.train_subsets,
-                subset,
-                seed,
-                run / "official",
-            )
+        cfg = actionformer_yaml(
+            settings,
+            export,
+            export.json_file.resolve(),
+            export.feat_folder.resolve(),
+            base.data.train_subsets,
+            subset,
+            seed,
+            run / "official",
+        )
+        config = our_config("configs/demo_actionformer.yaml", base, settings, args, seed, run)
+        theirs_digest, ours_digest = settings_digest(cfg), settings_digest(config.model_dump())
+        if not reused(run, base, "official", official, args, theirs_digest):
             cfg_path = run / "official_config.yaml"
             cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             log = run / "official.log"
@@ -553,12 +589,11 @@ def parity_actionformer(
             )
             steps = (train_videos // 2) * 2 * (recipe.epochs + recipe.warmup_epochs)
             official.runs.append(Score(score(base, pred), train_s + eval_s, steps / train_s))
-            record_side(run, "official", pred, official.runs[-1])
-        if not reused(run, base, "ours", ours, args):
-            config = our_config("configs/demo_actionformer.yaml", base, settings, args, seed, run)
+            record_side(run, "official", pred, official.runs[-1], theirs_digest)
+        if not reused(run, base, "ours", ours, args, ours_digest):
             our_pred, seconds, rate = run_ours(config, args.workers, train_videos, args.reuse)
             ours.runs.append(Score(score(base, our_pred), seconds, rate))
-            record_side(run, "ours", our_pred, ours.runs[-1])
+            record_side(run, "ours", our_pred, ours.runs[-1], ours_digest)
         print(
             f"seed {seed}: ActionFormer official {official.runs[-1].result.average_mAP:.4f}, "
             f"ours {ours.runs[-1].result.average_mAP:.4f}",
@@ -615,18 +650,20 @@ def parity_co2net(
     official, ours = Row("CO2-Net, official code"), Row("CO2-Net, ours")
     for seed in args.seeds:
         run = (out / f"seed{seed}").resolve()
-        if not reused(run, base, "official", official, args):
-            options = [
-                f"--path-dataset={export.path_dataset.resolve()}",
-                f"--dataset-name={export.dataset_name}",
-                f"--num-class={len(export.label_names)}",
-                f"--feature-size={export.input_dim}",
-                "--dataset=SampleDataset",
-                f"--interval={10**9}",
-            ]
-            for s in settings:
-                if s.official.startswith("--"):
-                    options.append(f"{s.official}={seed if s.official == '--seed' else s.value}")
+        options = [
+            f"--path-dataset={export.path_dataset.resolve()}",
+            f"--dataset-name={export.dataset_name}",
+            f"--num-class={len(export.label_names)}",
+            f"--feature-size={export.input_dim}",
+            "--dataset=SampleDataset",
+            f"--interval={10**9}",
+        ]
+        for s in settings:
+            if s.official.startswith("--"):
+                options.append(f"{s.official}={seed if s.official == '--seed' else s.value}")
+        config = our_config("configs/demo_co2net.yaml", base, settings, args, seed, run)
+        theirs_digest, ours_digest = settings_digest(options), settings_digest(config.model_dump())
+        if not reused(run, base, "official", official, args, theirs_digest):
             pkl = run / "official_proposals.pkl"
             seconds = run_shim(
                 ["co2net", str(checkout), str(pkl), "--", *options],
@@ -644,12 +681,11 @@ def parity_co2net(
             iterations = next(s.value for s in settings if s.official == "--max-iter")
             rate = iterations * recipe.batch_size / saved["train_seconds"]
             official.runs.append(Score(score(base, pred), seconds, rate))
-            record_side(run, "official", pred, official.runs[-1])
-        if not reused(run, base, "ours", ours, args):
-            config = our_config("configs/demo_co2net.yaml", base, settings, args, seed, run)
+            record_side(run, "official", pred, official.runs[-1], theirs_digest)
+        if not reused(run, base, "ours", ours, args, ours_digest):
             our_pred, seconds, rate = run_ours(config, args.workers, len(train_ids), args.reuse)
             ours.runs.append(Score(score(base, our_pred), seconds, rate))
-            record_side(run, "ours", our_pred, ours.runs[-1])
+            record_side(run, "ours", our_pred, ours.runs[-1], ours_digest)
         print(
             f"seed {seed}: CO2-Net official {official.runs[-1].result.average_mAP:.4f}, "
             f"ours {ours.runs[-1].result.average_mAP:.4f}",

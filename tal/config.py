@@ -237,6 +237,13 @@ class TrainingConfig(_Section):
         "of a pair around an instance of a class they share; independent crops them "
         "separately (former). Methods without a partner always crop independently",
     )
+    partner_draw: Literal["table", "each_epoch"] = Field(
+        "table",
+        description="table: every row of the pairs table is one item of every epoch, beside "
+        "the same partner each time; each_epoch: every training video is one item of every "
+        "epoch, its partner drawn anew each epoch among its rows of the table (with a large "
+        "pairs.per_video, any video sharing a class: the official CO2-Net's draw)",
+    )
 
     @field_validator("crop_ratio")
     @classmethod

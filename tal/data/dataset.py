@@ -75,6 +75,8 @@ CROP_TRIES = 200
 ``max_num_trials``; our former crop tried 10)."""
 CropBounds = Literal["actionformer", "feature_range"]
 PairCrop = Literal["shared_action", "independent"]
+PartnerDraw = Literal["table", "each_epoch"]
+_PARTNER_STREAM = 1 << 30  # the generator stream of partner draws (item streams are 2i+1, 2i+2)
 DEFAULT_CACHE_BYTES = 256 * 2**20
 DURATION_TOLERANCE_S, DURATION_TOLERANCE = 1.0, 0.05
 """Annotated and stored durations further apart than both of these count as different."""
@@ -682,15 +684,33 @@ class PairDataset(Dataset):
     instances of it no window keeps, falls back to the plain crop. ``independent`` crops the
     two videos as unrelated items (the former behaviour, and right for methods that take no
     partner: there the pairs are only a way to walk the videos).
+
+    ``partner_draw``: ``table`` makes every kept row one item of every epoch (a video with
+    ``k`` partners is ``item_a`` ``k`` times, always beside the same videos). ``each_epoch``
+    makes every video one item of every epoch, whose partner is drawn anew in each epoch
+    (``set_epoch``; seeded by the base's seed, the epoch and the video) among the video's rows
+    of the table: with a table of all partners (a large ``pairs.per_video``) that is any
+    video sharing a class, as the official CO2-Net draws its similar pairs afresh each step.
     """
 
-    def __init__(self, base: FeatureDataset, pairs: Any, pair_crop: PairCrop = "independent"):
+    def __init__(
+        self,
+        base: FeatureDataset,
+        pairs: Any,
+        pair_crop: PairCrop = "independent",
+        partner_draw: PartnerDraw = "table",
+    ):
         if pair_crop not in ("shared_action", "independent"):
             raise DatasetError(
                 f"pair_crop must be 'shared_action' or 'independent', got {pair_crop!r}"
             )
+        if partner_draw not in ("table", "each_epoch"):
+            raise DatasetError(
+                f"partner_draw must be 'table' or 'each_epoch', got {partner_draw!r}"
+            )
         self.base = base
         self.pair_crop: PairCrop = pair_crop
+        self.partner_draw: PartnerDraw = partner_draw
         rows = _pair_rows(pairs)
         self.pairs: list[tuple[int, int]] = []
         self.dropped: list[tuple[str, str]] = []
@@ -703,6 +723,12 @@ class PairDataset(Dataset):
                 self.dropped.append((video_a, video_b))
         self.self_paired = [vid for vid in base.video_ids if vid not in firsts]
         self.pairs.extend((base.index_of(vid), base.index_of(vid)) for vid in self.self_paired)
+        # each_epoch: every video's candidate partners, in the order of its first row
+        self.candidates: dict[int, list[int]] = {}
+        for index_a, index_b in self.pairs:
+            self.candidates.setdefault(index_a, []).append(index_b)
+        if partner_draw == "each_epoch":
+            self._draw_partners()
         if self.dropped:
             log.warning(
                 "pairs: %d of %d rows name videos outside the dataset and are skipped",
@@ -718,8 +744,21 @@ class PairDataset(Dataset):
         return len(self.pairs)
 
     def set_epoch(self, epoch: int) -> None:
-        """Forwarded to the base dataset (crop windows per epoch)."""
+        """Forwarded to the base dataset (crop windows per epoch); with ``each_epoch``, the
+        epoch's partners are drawn."""
         self.base.set_epoch(epoch)
+        if self.partner_draw == "each_epoch":
+            self._draw_partners()
+
+    def _draw_partners(self) -> None:
+        """One item per video, its partner drawn uniformly among its candidates for the
+        base's current epoch (the same on every rank)."""
+        drawn = []
+        for index_a, partners in self.candidates.items():
+            generator = self.base._generator(index_a, _PARTNER_STREAM)
+            pick = int(torch.randint(len(partners), (1,), generator=generator).item())
+            drawn.append((index_a, partners[pick]))
+        self.pairs = drawn
 
     def __getitem__(self, index: int) -> tuple[VideoItem, VideoItem]:
         index_a, index_b = self.pairs[index]

@@ -138,7 +138,8 @@ def load_data(
             "learnt; where they occur in evaluation they count with AP 0)"
         )
     # the pairs only walk the videos of a method without a partner: crop those independently
-    pairs = PairDataset(train, table, t.pair_crop if method.takes_partner else "independent")
+    pair_crop = t.pair_crop if method.takes_partner else "independent"
+    pairs = PairDataset(train, table, pair_crop, t.partner_draw)
     in_dim = int(train[0].feats.shape[0])
     return TrainData(
         annotations, store, train, train_full, val, pairs, list(label_map.names), in_dim, notes
@@ -284,7 +285,7 @@ class Trainer:
 
     def loader(self, epoch: int) -> DataLoader:
         """This rank's share of each global batch of pairs in ``epoch``."""
-        self.data.train.set_epoch(epoch)
+        self.data.pairs.set_epoch(epoch)  # the base's crops, and partners drawn per epoch
         self.sampler.set_epoch(epoch)
         return DataLoader(
             self.data.pairs,

@@ -262,7 +262,7 @@ def test_actionformer_crop_and_recipe():
 
 def test_co2net_recipe():
     """250 passes over 48 videos in batches of 10 are 1200 iterations; ours: 125 epochs of
-    5 pairs a batch, Adam at a constant rate, no EMA."""
+    5 pairs a batch, Adam at a constant rate, no EMA, partners drawn anew each epoch."""
     import parity
 
     from tal.config import load_config
@@ -274,12 +274,16 @@ def test_co2net_recipe():
     assert (ours.training.optimizer, ours.training.schedule) == ("adam", "constant")
     assert ours.training.ema_decay == 0.0 and ours.model.fusion_dim is None
     assert (ours.model.max_seq_len, ours.model.topk_ratio) == (112, 7)
+    # the official similar pairs are drawn afresh each step: every same-class video is listed
+    # as a partner and one of them is drawn for each video in every epoch
+    assert (ours.pairs.per_video, ours.training.partner_draw) == (47, "each_epoch")
 
 
 def test_each_finished_side_is_reused_with_its_times(tiny, tmp_path):
     """--reuse: each side of a seed is recorded when it finishes and comes back scored from its
     predictions with its recorded times; clearing one side keeps the other; without --reuse a
-    recorded side is cleared and run again."""
+    recorded side is cleared and run again; a side recorded or started with other settings
+    runs again from the start."""
     import argparse
 
     import parity
@@ -301,34 +305,49 @@ def test_each_finished_side_is_reused_with_its_times(tiny, tmp_path):
     base = load_config(None, [f"data.annotations={ann}", "evaluation.subset=validation"])
     run = tmp_path / "seed0"
     run.mkdir()
-    assert parity.finished_side(run, base, "official") is None
+    assert parity.finished_side(run, base, "official", "A") is None
     official = parity.Score(parity.score(base, pred), 12.0, 3.0)
-    parity.record_side(run, "official", pred, official)
+    parity.record_side(run, "official", pred, official, "A")
     (run / "official.log").write_text("official log\n")
     (run / "ours").mkdir()
     (run / "ours" / "partial.ckpt").write_text("half an epoch")
-    assert parity.finished_side(run, base, "ours") is None
-    again = parity.finished_side(run, base, "official")
+    assert parity.finished_side(run, base, "ours", "B") is None
+    again = parity.finished_side(run, base, "official", "A")
     assert again is not None and (again.seconds, again.samples_per_second) == (12.0, 3.0)
     assert again.result.average_mAP == pytest.approx(official.result.average_mAP)
     # the unfinished side is cleared before it runs; the finished one is taken as it is
     rows = parity.Row("official"), parity.Row("ours")
     reuse = argparse.Namespace(reuse=True)
-    assert parity.reused(run, base, "official", rows[0], reuse)
-    assert not parity.reused(run, base, "ours", rows[1], reuse)
+    assert parity.reused(run, base, "official", rows[0], reuse, "A")
+    assert not parity.reused(run, base, "ours", rows[1], reuse, "B")
     assert not (run / "ours").exists() and (run / "official.log").is_file()
     assert [r.seconds for r in rows[0].runs] == [12.0] and rows[1].runs == []
     # an unfinished run of ours that can resume (its latest_train.json) is kept for it
     (run / "ours").mkdir()
     (run / "ours" / "latest_train.json").write_text("{}")
-    assert not parity.reused(run, base, "ours", rows[1], reuse)
+    assert not parity.reused(run, base, "ours", rows[1], reuse, "B")
     assert (run / "ours" / "latest_train.json").is_file()
-    parity.record_side(run, "ours", pred, parity.Score(parity.score(base, pred), 7.0, 5.0))
-    assert parity.finished_side(run, base, "ours").seconds == 7.0
+    parity.record_side(run, "ours", pred, parity.Score(parity.score(base, pred), 7.0, 5.0), "B")
+    assert parity.finished_side(run, base, "ours", "B").seconds == 7.0
     # without --reuse the official side is run again: its outputs and record go
     assert not parity.reused(
-        run, base, "official", parity.Row("x"), argparse.Namespace(reuse=False)
+        run, base, "official", parity.Row("x"), argparse.Namespace(reuse=False), "A"
     )
-    assert parity.finished_side(run, base, "official") is None
+    assert parity.finished_side(run, base, "official", "A") is None
     assert not (run / "official.log").exists()
-    assert parity.finished_side(run, base, "ours").seconds == 7.0
+    assert parity.finished_side(run, base, "ours", "B").seconds == 7.0
+    # other settings: the finished side is not taken, nor is an unfinished one resumed
+    assert parity.finished_side(run, base, "ours", "C") is None
+    assert not parity.reused(run, base, "ours", parity.Row("x"), reuse, "C")
+    assert not (run / "ours").exists() and parity.finished_side(run, base, "ours", "B") is None
+    (run / "ours").mkdir()
+    (run / "ours" / "latest_train.json").write_text("{}")
+    assert not parity.reused(run, base, "ours", parity.Row("x"), reuse, "D")  # started as C
+    assert not (run / "ours").exists()
+    # a record older than the digests is taken as it is
+    record = json.loads((run / parity.SEED_RECORD).read_text())
+    record["ours"] = {"predictions": str(pred), "seconds": 3.0, "samples_per_second": 1.0}
+    (run / parity.SEED_RECORD).write_text(json.dumps(record))
+    assert parity.finished_side(run, base, "ours", "E").seconds == 3.0
+    assert parity.settings_digest({"a": 1, "b": [2]}) == parity.settings_digest({"b": [2], "a": 1})
+    assert parity.settings_digest(["--lr=1"]) != parity.settings_digest(["--lr=2"])

@@ -306,6 +306,32 @@ def test_pair_dataset_pairs_and_self_partner(store, annotations, labels, tmp_pat
         PairDataset(base, pa.table({"video_a": ["v1"]}))
 
 
+def test_partners_drawn_each_epoch_walk_every_video_once(store, annotations, labels):
+    base = _dataset(store, annotations, labels)  # v1, v2, v5
+    rows = [("v1", "v2"), ("v1", "v5"), ("v2", "v1"), ("v2", "v5"), ("v5", "v1")]
+    fixed = PairDataset(base, rows)
+    assert len(fixed) == 5  # a row is an item: v1 and v2 twice each, beside the same partners
+    drawn = PairDataset(base, rows, partner_draw="each_epoch")
+    assert len(drawn) == 3
+    assert drawn.candidates == {0: [1, 2], 1: [0, 2], 2: [0]}
+    seen: dict[str, set[str]] = {"v1": set(), "v2": set(), "v5": set()}
+    epochs = []
+    for epoch in range(12):
+        drawn.set_epoch(epoch)
+        got = [(a.video_id, b.video_id) for a, b in (drawn[i] for i in range(len(drawn)))]
+        assert [a for a, _ in got] == ["v1", "v2", "v5"]  # every video once, in table order
+        for a, b in got:
+            assert (a, b) in rows
+            seen[a].add(b)
+        epochs.append(got)
+    assert seen == {"v1": {"v2", "v5"}, "v2": {"v1", "v5"}, "v5": {"v1"}}
+    again = PairDataset(_dataset(store, annotations, labels), rows, partner_draw="each_epoch")
+    again.set_epoch(7)
+    assert again.pairs == [(base.index_of(a), base.index_of(b)) for a, b in epochs[7]]
+    with pytest.raises(DatasetError, match="partner_draw must be 'table' or 'each_epoch'"):
+        PairDataset(base, rows, partner_draw="step")  # type: ignore[arg-type]
+
+
 def test_pair_crops_follow_the_epoch(store, annotations, labels):
     base = _dataset(store, annotations, labels, max_seq_len=32, training=True)
     pairs = PairDataset(base, [("v1", "v2")])

@@ -172,7 +172,11 @@ def test_pair_crop_keeps_the_shared_action_in_both_crops(tmp_path, pair_crop):
 def test_training_config_crop_keys():
     t = TrainingConfig()
     assert (t.crop_ratio, t.trunc_thresh, t.crop_tries) == ((0.9, 1.0), 0.5, 200)
-    assert (t.crop_bounds, t.pair_crop) == ("actionformer", "shared_action")
+    assert (t.crop_bounds, t.pair_crop, t.partner_draw) == (
+        "actionformer",
+        "shared_action",
+        "table",
+    )
     assert TrainingConfig(crop_ratio=None).crop_ratio is None
     with pytest.raises(ValidationError, match="crop_ratio"):
         TrainingConfig(crop_ratio=(0.9, 0.5))

@@ -159,6 +159,27 @@ def test_paired_step_evaluates_the_loss_once_over_both_videos(toy_store, tmp_pat
     assert float(trainer.criterion.normalizer) == pytest.approx(0.9 * 100 + 0.1 * positives)
 
 
+def test_partners_drawn_each_epoch_reach_the_training_step(toy_store, tmp_path):
+    """training.partner_draw each_epoch: every training video once per epoch, its partner
+    changing between epochs among the pairs table's rows (CO2-Net's official draw)."""
+    from tal.engine.trainer import Trainer, load_data
+
+    _, ann, store = toy_store
+    config = _config("co2net", **{"pairs.per_video": 11, "training.partner_draw": "each_epoch"})
+    data = load_data(config, ann, store, None)
+    trainer = Trainer(config, data, tmp_path, log=lambda _m: None)
+    partners: dict[str, set[str]] = {}
+    for epoch in range(4):
+        firsts = []
+        for batch_a, batch_b in trainer.loader(epoch):
+            firsts += batch_a.video_ids
+            for a, b in zip(batch_a.video_ids, batch_b.video_ids, strict=True):
+                partners.setdefault(a, set()).add(b)
+        assert sorted(firsts) == sorted(data.train.video_ids)  # each video once an epoch
+    assert len(trainer.sampler) == -(-len(data.train.video_ids) // config.training.batch_size)
+    assert sum(len(p) > 1 for p in partners.values()) >= len(partners) // 2
+
+
 def test_asl_trains_with_its_loss_terms(toy_store, tmp_path):
     _, ann, store = toy_store
     config = _config("asl", **LEARN)
