@@ -98,14 +98,33 @@ def make_data(folder: Path, videos: int, classes: int, steps: int, dim: int, see
     return ann
 
 
-def run_stage(argv: list[str], env: dict[str, str], log: Path, patterns: dict[str, str]) -> Stage:
-    """Run ``argv``, noting when a line matching each pattern first appears; its wall seconds
-    and peak RSS (``os.wait4``: this process alone)."""
+def imported_from(tree: Path, env: dict[str, str]) -> Path:
+    """The folder ``pipelines`` is imported from by a stage run in ``tree`` with ``env``.
+
+    ``python -m`` puts its working directory first on ``sys.path``, ahead of ``PYTHONPATH``:
+    a stage run from this checkout would import this checkout's code whatever ``PYTHONPATH``
+    says, so stages run in their version's tree, and this checks it."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import pipelines; print(pipelines.__file__)"],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(done.stdout.strip()).resolve().parent
+
+
+def run_stage(
+    argv: list[str], env: dict[str, str], log: Path, patterns: dict[str, str], cwd: Path
+) -> Stage:
+    """Run ``argv`` in ``cwd``, noting when a line matching each pattern first appears; its
+    wall seconds and peak RSS (``os.wait4``: this process alone)."""
     t0 = time.perf_counter()
     marks: dict[str, float] = {}
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.Popen(
-            argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -132,12 +151,15 @@ def run_version(version: Version, ann: Path, npy: Path, args: argparse.Namespace
     env["MKL_NUM_THREADS"] = threads
     env.pop("MLFLOW_TRACKING_URI", None)
     tal = [sys.executable, "-m", "pipelines"]
+    code = imported_from(version.tree, env)
+    if code != (version.tree / "pipelines").resolve():
+        raise SystemExit(f"{version.label}: its stages would import {code}, not {version.tree}")
     store, pairs, run = out / "features.zarr", out / "pairs.parquet", out / "run"
     say = print
 
     def stage(name: str, argv: list[str], patterns: dict[str, str] | None = None) -> Stage:
         say(f"{version.label}: {name} ...")
-        result = run_stage([*tal, *argv], env, out / f"{name}.log", patterns or {})
+        result = run_stage([*tal, *argv], env, out / f"{name}.log", patterns or {}, version.tree)
         version.stages[name] = result
         say(f"{version.label}: {name} {result.seconds:.1f} s, peak {result.peak_mb:.0f} MB")
         return result

@@ -50,6 +50,18 @@ def test_table_gives_each_measure_and_the_ratio():
     assert rows["train start-up s"] == ["12.0", "4.0", "3.00"]
 
 
+def test_each_version_imports_its_own_tree(tmp_path):
+    """Stages run in their version's tree: from this checkout, ``python -m pipelines`` would
+    import this checkout's code whatever PYTHONPATH names (its working directory comes
+    first), which made an earlier run time this checkout twice."""
+    tree = tmp_path / "tree"
+    (tree / "pipelines").mkdir(parents=True)
+    (tree / "pipelines" / "__init__.py").write_text("")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tree)}
+    assert scale.imported_from(tree, env) == (tree / "pipelines").resolve()
+    assert scale.imported_from(REPO, env) == (REPO / "pipelines").resolve()  # the trap
+
+
 @pytest.mark.slow
 def test_every_stage_runs_on_a_few_videos(tmp_path):
     small = ["--videos", "16", "--classes", "3", "--steps", "16", "--dim", "8"]
