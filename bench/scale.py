@@ -141,15 +141,22 @@ def run_stage(
     return Stage(seconds, usage.ru_maxrss / 1024, marks)
 
 
+def stage_env(tree: Path, threads: int) -> dict[str, str]:
+    """The environment of every stage: ``tree``'s code, ``threads`` threads, unbuffered output
+    (a line's time marks when it was printed: a block-buffered child would show its lines only
+    at exit, an older commit's prints among them) and no tracking server of the caller's."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
 def run_version(version: Version, ann: Path, npy: Path, args: argparse.Namespace) -> None:
     """The five stages on ``version``'s tree, into ``--work/LABEL``."""
     out = Path(args.work).resolve() / re.sub(r"\W+", "_", version.label)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    threads = str(args.threads)
-    env = {**os.environ, "PYTHONPATH": str(version.tree), "OMP_NUM_THREADS": threads}
-    env["MKL_NUM_THREADS"] = threads
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = stage_env(version.tree, args.threads)
     tal = [sys.executable, "-m", "pipelines"]
     code = imported_from(version.tree, env)
     if code != (version.tree / "pipelines").resolve():

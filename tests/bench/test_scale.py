@@ -62,6 +62,14 @@ def test_each_version_imports_its_own_tree(tmp_path):
     assert scale.imported_from(REPO, env) == (REPO / "pipelines").resolve()  # the trap
 
 
+def test_stage_env_is_unbuffered_with_the_trees_code(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    env = scale.stage_env(tmp_path, 3)
+    assert env["PYTHONPATH"] == str(tmp_path) and env["PYTHONUNBUFFERED"] == "1"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    assert "MLFLOW_TRACKING_URI" not in env
+
+
 @pytest.mark.slow
 def test_every_stage_runs_on_a_few_videos(tmp_path):
     small = ["--videos", "16", "--classes", "3", "--steps", "16", "--dim", "8"]
