@@ -122,7 +122,7 @@ def run_stage(
     wall seconds and peak RSS (``os.wait4``: this process alone)."""
     t0 = time.perf_counter()
     marks: dict[str, float] = {}
-    with log.open("w", encoding="utf-8") as out:
+    with log.open("w", encoding="utf-8", buffering=1) as out:  # each line as it comes
         proc = subprocess.Popen(
             argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
