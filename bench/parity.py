@@ -420,6 +420,7 @@ SIDE_OUTPUTS = {
         "official_config.yaml",
         "official.log",
         "official_proposals.pkl",
+        "official_model.pt",
         "official_predictions.json",
     ),
     "ours": ("ours",),

@@ -28,7 +28,9 @@ iterations (model selection on the test set). The parity run instead trains ``--
 iterations with its ``train.train`` step (same optimizer: Adam, ``--lr``, ``--weight_decay``;
 same seeding as ``main.setup_seed``) and tests the last model once, with the proposal method
 its ``test.py`` uses (``proposal_methods.multiple_threshold_hamnet`` by default), writing the
-concatenated proposals DataFrame as a pickle. Its ``--feature-size`` arrives as a string
+concatenated proposals DataFrame as a pickle and the final weights beside it
+(``official_model.pt``, a state dict); it prints the mean training loss of every 50
+iterations, to read beside our epochs' loss. Its ``--feature-size`` arrives as a string
 from the command line when given there, so it is set through ``--feature-size`` as an int.
 """
 
@@ -209,6 +211,9 @@ def _run_script(checkout: Path, script: str, argv: list[str]) -> None:
     runpy.run_path(str(checkout / script), run_name="__main__")
 
 
+LOSS_WINDOW = 50  # CO2-Net iterations whose mean training loss is printed together
+
+
 def _co2net(checkout: Path, proposals_out: Path, official_argv: list[str]) -> None:
     """Train with CO2-Net's ``train.train`` for ``--max-iter`` steps, then write the last
     model's proposals on its test videos (see the module docstring)."""
@@ -235,11 +240,19 @@ def _co2net(checkout: Path, proposals_out: Path, official_argv: list[str]) -> No
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     logger = _NoLogger()
     t0 = time.perf_counter()
+    recent: list[float] = []
     for itr in range(args.max_iter):
         loss = co2_train.train(itr, dataset, args, net, optimizer, logger, device)
+        recent.append(float(loss))
         if itr % max(1, args.interval) == 0:
             print(f"co2net iteration {itr}: loss {float(loss):.4f}", flush=True)
+        if len(recent) == LOSS_WINDOW or itr == args.max_iter - 1:  # beside our epochs' loss
+            mean = sum(recent) / len(recent)
+            print(f"co2net iterations to {itr}: mean loss {mean:.4f}", flush=True)
+            recent.clear()
     train_seconds = time.perf_counter() - t0
+    # the final weights, to run through our network and decoding beside the official ones
+    torch.save(net.state_dict(), proposals_out.with_name("official_model.pt"))
     net.eval()
     proposals = []
     done = False
