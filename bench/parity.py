@@ -6,7 +6,7 @@ mAP per tIoU and average (mean ± std over seeds), wall time and training sample
                            [--width 512] [--epochs 30] [--co2net-epochs 250]
                            [--co2net-seconds cells|evaluator] [--python PYTHON]
                            [--workers 0] [--set key=value ...] [--subset test] [--reuse]
-                           [--out runs/bench/parity]
+                           [--sides official ours] [--out runs/bench/parity]
                            [--no-page]
 
 PATH is a checkout of the official repository that you provide (it is never copied here and
@@ -414,6 +414,7 @@ def run_ours(
     return outcome.output / "predictions.json", seconds, rate
 
 
+SIDES = ("official", "ours")
 SIDE_OUTPUTS = {
     "official": (
         "official",
@@ -537,6 +538,36 @@ def reused(
     return False
 
 
+def to_run(
+    run: Path,
+    base: ExperimentConfig,
+    side: str,
+    row: Row,
+    args: argparse.Namespace,
+    settings: str,
+) -> bool:
+    """Whether ``side`` of the seed in ``run`` runs now: a side left out of ``--sides``
+    never does (with ``--reuse`` its finished run still joins ``row``); the others as
+    ``reused`` says."""
+    if side in args.sides:
+        return not reused(run, base, side, row, args, settings)
+    done = finished_side(run, base, side, settings) if args.reuse else None
+    if done is not None:
+        row.runs.append(done)
+    print(f"{run.name}: {row.label}: not in --sides, {'reused' if done else 'left out'}")
+    return False
+
+
+def say_seed(seed: int, rows: Sequence[Row], before: Sequence[int]) -> None:
+    """Each row's average mAP of this seed: its run added since it held ``before`` runs, or
+    ``-`` when its side was left out."""
+    parts = []
+    for row, count in zip(rows, before, strict=True):
+        last = row.runs[-1] if len(row.runs) > count else None
+        parts.append(f"{row.label} {last.result.average_mAP:.4f}" if last else f"{row.label} -")
+    print(f"seed {seed}: " + ", ".join(parts), flush=True)
+
+
 def parity_actionformer(
     checkout: Path, base: ExperimentConfig, args: argparse.Namespace, out: Path
 ) -> tuple[list[Row], list[Setting], list[str]]:
@@ -554,6 +585,7 @@ def parity_actionformer(
     official, ours = Row("ActionFormer, official code"), Row("ActionFormer, ours")
     for seed in args.seeds:
         run = (out / f"seed{seed}").resolve()
+        before = (len(official.runs), len(ours.runs))
         cfg = actionformer_yaml(
             settings,
             export,
@@ -566,7 +598,7 @@ def parity_actionformer(
         )
         config = our_config("configs/demo_actionformer.yaml", base, settings, args, seed, run)
         theirs_digest, ours_digest = settings_digest(cfg), settings_digest(config.model_dump())
-        if not reused(run, base, "official", official, args, theirs_digest):
+        if to_run(run, base, "official", official, args, theirs_digest):
             cfg_path = run / "official_config.yaml"
             cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             log = run / "official.log"
@@ -591,15 +623,11 @@ def parity_actionformer(
             steps = (train_videos // 2) * 2 * (recipe.epochs + recipe.warmup_epochs)
             official.runs.append(Score(score(base, pred), train_s + eval_s, steps / train_s))
             record_side(run, "official", pred, official.runs[-1], theirs_digest)
-        if not reused(run, base, "ours", ours, args, ours_digest):
+        if to_run(run, base, "ours", ours, args, ours_digest):
             our_pred, seconds, rate = run_ours(config, args.workers, train_videos, args.reuse)
             ours.runs.append(Score(score(base, our_pred), seconds, rate))
             record_side(run, "ours", our_pred, ours.runs[-1], ours_digest)
-        print(
-            f"seed {seed}: ActionFormer official {official.runs[-1].result.average_mAP:.4f}, "
-            f"ours {ours.runs[-1].result.average_mAP:.4f}",
-            flush=True,
-        )
+        say_seed(seed, (official, ours), before)
     notes = [f"ActionFormer crop (max_seq_len) {crop}: the smallest legal one for 6 levels and "
              f"window 19, longest video here {max(lengths.values())} features."]  # fmt: skip
     return [official, ours], settings, notes
@@ -651,6 +679,7 @@ def parity_co2net(
     official, ours = Row("CO2-Net, official code"), Row("CO2-Net, ours")
     for seed in args.seeds:
         run = (out / f"seed{seed}").resolve()
+        before = (len(official.runs), len(ours.runs))
         options = [
             f"--path-dataset={export.path_dataset.resolve()}",
             f"--dataset-name={export.dataset_name}",
@@ -664,7 +693,7 @@ def parity_co2net(
                 options.append(f"{s.official}={seed if s.official == '--seed' else s.value}")
         config = our_config("configs/demo_co2net.yaml", base, settings, args, seed, run)
         theirs_digest, ours_digest = settings_digest(options), settings_digest(config.model_dump())
-        if not reused(run, base, "official", official, args, theirs_digest):
+        if to_run(run, base, "official", official, args, theirs_digest):
             pkl = run / "official_proposals.pkl"
             seconds = run_shim(
                 ["co2net", str(checkout), str(pkl), "--", *options],
@@ -683,15 +712,11 @@ def parity_co2net(
             rate = iterations * recipe.batch_size / saved["train_seconds"]
             official.runs.append(Score(score(base, pred), seconds, rate))
             record_side(run, "official", pred, official.runs[-1], theirs_digest)
-        if not reused(run, base, "ours", ours, args, ours_digest):
+        if to_run(run, base, "ours", ours, args, ours_digest):
             our_pred, seconds, rate = run_ours(config, args.workers, len(train_ids), args.reuse)
             ours.runs.append(Score(score(base, our_pred), seconds, rate))
             record_side(run, "ours", our_pred, ours.runs[-1], ours_digest)
-        print(
-            f"seed {seed}: CO2-Net official {official.runs[-1].result.average_mAP:.4f}, "
-            f"ours {ours.runs[-1].result.average_mAP:.4f}",
-            flush=True,
-        )
+        say_seed(seed, (official, ours), before)
     notes = [
         f"CO2-Net max_seqlen {longest} (the longest training video), {len(train_ids)} training "
         "videos; the official run is tested once after its last iteration (its main.py keeps the "
@@ -801,9 +826,22 @@ def main() -> None:
         help="keep each side of a seed that an earlier run in --out finished (official and ours "
         "are recorded separately), run the rest",
     )
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        choices=SIDES,
+        default=list(SIDES),
+        help="the sides that run (default both): to split a long comparison over several "
+        "sittings, e.g. --sides ours --reuse --no-page; a side left out is taken from --reuse "
+        "where finished",
+    )
     parser.add_argument("--out", default="runs/bench/parity")
     add_page_flag(parser, "parity")
     args = parser.parse_args()
+    if set(args.sides) != set(SIDES) and not args.no_page:
+        parser.error(
+            "--sides with one side writes no page (its table would lack the other): add --no-page"
+        )
     if not (args.actionformer or args.co2net or args.asl):
         parser.error("give at least one official checkout: --actionformer, --co2net or --asl")
     for path in (args.actionformer, args.co2net, args.asl):

@@ -351,3 +351,42 @@ def test_each_finished_side_is_reused_with_its_times(tiny, tmp_path):
     assert parity.finished_side(run, base, "ours", "E").seconds == 3.0
     assert parity.settings_digest({"a": 1, "b": [2]}) == parity.settings_digest({"b": [2], "a": 1})
     assert parity.settings_digest(["--lr=1"]) != parity.settings_digest(["--lr=2"])
+
+
+def test_a_side_left_out_never_runs_and_joins_only_when_finished(tiny, tmp_path, capsys):
+    """--sides ours: the official side does not run; with --reuse its finished run (same
+    settings) still joins its row; the per-seed line marks a side without a run."""
+    import argparse
+
+    import parity
+
+    from tal.config import load_config
+
+    store, annotations, ann = tiny
+    out = parity_io.export_actionformer(store, annotations, tmp_path / "af", ["validation"])
+    results = {
+        "video-id": ["val_a"],
+        "t-start": np.array([2.0], dtype=np.float32),
+        "t-end": np.array([6.0], dtype=np.float32),
+        "label": np.array([1]),
+        "score": np.array([0.9], dtype=np.float32),
+    }
+    pred = write_predictions(
+        parity_io.actionformer_to_detections(results, out.label_names), tmp_path / "p.json"
+    )
+    base = load_config(None, [f"data.annotations={ann}", "evaluation.subset=validation"])
+    run = tmp_path / "seed0"
+    (run / "official").mkdir(parents=True)
+    ours_only = argparse.Namespace(reuse=True, sides=["ours"])
+    official, ours = parity.Row("official"), parity.Row("ours")
+    assert not parity.to_run(run, base, "official", official, ours_only, "A")
+    assert official.runs == [] and (run / "official").is_dir()  # nothing cleared either
+    assert parity.to_run(run, base, "ours", ours, ours_only, "B")
+    parity.record_side(run, "official", pred, parity.Score(parity.score(base, pred), 9.0, 1.0), "A")
+    assert not parity.to_run(run, base, "official", official, ours_only, "A")
+    assert [r.seconds for r in official.runs] == [9.0]
+    assert not parity.to_run(run, base, "official", parity.Row("x"), ours_only, "other")
+    capsys.readouterr()
+    parity.say_seed(0, (official, ours), (0, 0))
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("seed 0: official 0.") and line.endswith("ours -")
