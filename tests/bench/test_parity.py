@@ -279,15 +279,9 @@ def test_co2net_recipe():
     assert (ours.pairs.per_video, ours.training.partner_draw) == (47, "each_epoch")
 
 
-def test_each_finished_side_is_reused_with_its_times(tiny, tmp_path):
-    """--reuse: each side of a seed is recorded when it finishes and comes back scored from its
-    predictions with its recorded times; clearing one side keeps the other; without --reuse a
-    recorded side is cleared and run again; a side recorded or started with other settings
-    runs again from the start."""
-    import argparse
-
-    import parity
-
+def _one_prediction(tiny, tmp_path):
+    """A predictions file with one detection on the tiny store's validation subset, and a
+    base config that scores it there."""
     from tal.config import load_config
 
     store, annotations, ann = tiny
@@ -303,6 +297,19 @@ def test_each_finished_side_is_reused_with_its_times(tiny, tmp_path):
         parity_io.actionformer_to_detections(results, out.label_names), tmp_path / "p.json"
     )
     base = load_config(None, [f"data.annotations={ann}", "evaluation.subset=validation"])
+    return pred, base
+
+
+def test_each_finished_side_is_reused_with_its_times(tiny, tmp_path):
+    """--reuse: each side of a seed is recorded when it finishes and comes back scored from its
+    predictions with its recorded times; clearing one side keeps the other; without --reuse a
+    recorded side is cleared and run again; a side recorded or started with other settings
+    runs again from the start."""
+    import argparse
+
+    import parity
+
+    pred, base = _one_prediction(tiny, tmp_path)
     run = tmp_path / "seed0"
     run.mkdir()
     assert parity.finished_side(run, base, "official", "A") is None
@@ -360,21 +367,7 @@ def test_a_side_left_out_never_runs_and_joins_only_when_finished(tiny, tmp_path,
 
     import parity
 
-    from tal.config import load_config
-
-    store, annotations, ann = tiny
-    out = parity_io.export_actionformer(store, annotations, tmp_path / "af", ["validation"])
-    results = {
-        "video-id": ["val_a"],
-        "t-start": np.array([2.0], dtype=np.float32),
-        "t-end": np.array([6.0], dtype=np.float32),
-        "label": np.array([1]),
-        "score": np.array([0.9], dtype=np.float32),
-    }
-    pred = write_predictions(
-        parity_io.actionformer_to_detections(results, out.label_names), tmp_path / "p.json"
-    )
-    base = load_config(None, [f"data.annotations={ann}", "evaluation.subset=validation"])
+    pred, base = _one_prediction(tiny, tmp_path)
     run = tmp_path / "seed0"
     (run / "official").mkdir(parents=True)
     ours_only = argparse.Namespace(reuse=True, sides=["ours"])
