@@ -4,6 +4,7 @@ then its own entry point (``bench/parity.py`` calls this in a subprocess).
     python bench/parity_shims.py actionformer-train CHECKOUT CONFIG OUTPUT_NAME
     python bench/parity_shims.py actionformer-eval CHECKOUT CONFIG CKPT_DIR
     python bench/parity_shims.py co2net CHECKOUT PROPOSALS_PKL -- OFFICIAL_OPTIONS...
+    python bench/parity_shims.py co2net-step CHECKOUT CASE_PT RESULT_PT
 
 The checkout goes first on ``sys.path``; the working directory is the caller's (a scratch
 folder), so whatever the official code writes beside itself lands there. What is patched:
@@ -278,6 +279,55 @@ def _co2net(checkout: Path, proposals_out: Path, official_argv: list[str]) -> No
     print(f"wrote {len(frame)} proposals to {proposals_out}", flush=True)
 
 
+def _co2net_step(checkout: Path, case_path: Path, result_path: Path) -> None:
+    """One CO2-Net training step of the official code with dropout off (``eval()``): its
+    ``model.CO2`` with the case's weights (official names) on the case's batch and labels,
+    its ``criterion`` with its default options, and the gradients of that loss. Written to
+    ``result_path`` for ``bench/parity_co2net_step.py`` to set beside ours, with its
+    co-activity term alone in float64 (its inputs, value and gradients)."""
+    sys.path.insert(0, str(checkout))
+    sys.argv = [str(checkout / "main.py")]
+    import model as co2_model
+    import options
+
+    args = options.parser.parse_args([])
+    case = torch.load(case_path, weights_only=True)
+    feats, labels = case["features"], case["labels"]
+    net = co2_model.CO2(feats.shape[-1], labels.shape[1], opt=args)
+    missing, unexpected = net.load_state_dict(case["weights"], strict=False)
+    unused = [k for k in missing if not k.startswith("feat_encoder.")]  # built, never called
+    if unused or unexpected:
+        raise SystemExit(f"case weights do not fit model.CO2: missing {unused}, extra {unexpected}")
+    net.eval()
+    outputs = net(feats, is_training=False, opt=args)
+    loss = net.criterion(outputs, labels, opt=args)
+    loss.backward()
+    grads = {k: p.grad for k, p in net.named_parameters() if p.grad is not None}
+    # its co-activity term alone in float64, on its own features and suppressed CAS
+    feat = outputs["feat"].detach().double().requires_grad_()
+    supp = net._multiply(outputs["cas"], outputs["attn"], include_min=True)
+    supp = supp.detach().double().requires_grad_()
+    coactivity = net.Contrastive(feat, supp, labels.double())
+    coactivity.backward()
+    torch.save(
+        {
+            "outputs": {k: v.detach() for k, v in outputs.items()},
+            "loss": loss.detach(),
+            "grads": grads,
+            "coactivity64": {
+                "features": feat.detach(),
+                "suppressed": supp.detach(),
+                "loss": coactivity.detach(),
+                "grad_features": feat.grad,
+                "grad_suppressed": supp.grad,
+            },
+            "options": {k: getattr(args, k) for k in ("k", "alpha1", "alpha2", "alpha3", "alpha4")},
+        },
+        result_path,
+    )
+    print(f"official step: loss {float(loss.detach()):.6f}, {len(grads)} gradients", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     official: list[str] = []
@@ -297,6 +347,10 @@ def main(argv: list[str] | None = None) -> None:
     co2 = sub.add_parser("co2net")
     co2.add_argument("checkout", type=Path)
     co2.add_argument("proposals", type=Path)
+    step = sub.add_parser("co2net-step")
+    step.add_argument("checkout", type=Path)
+    step.add_argument("case", type=Path)
+    step.add_argument("result", type=Path)
     args = parser.parse_args(argv)
     for line in install_cpu_patches():
         print(f"parity_shims: {line}", flush=True)
@@ -309,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     elif args.kind == "actionformer-eval":
         _run_script(checkout, "eval.py", [str(args.config), str(args.ckpt_dir), "--saveonly"])
+    elif args.kind == "co2net-step":
+        _co2net_step(checkout, args.case.resolve(), args.result.resolve())
     else:
         _co2net(checkout, args.proposals.resolve(), official)
 

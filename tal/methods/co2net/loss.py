@@ -5,7 +5,7 @@ fused attention and ``A_rgb``, ``A_flow`` the two modules' (``tal.methods.co2net
 
 - **MIL** (``mil``): each video's logit per class is the mean of its top ``T // r`` points of
   ``S`` (``r = topk_ratio``, T its real length); cross-entropy of their softmax against the
-  labels plus background, normalised to sum 1.
+  labels plus background, divided by their count + 1e-4 (the official normaliser).
 - **Suppressed MIL** (``mil_suppressed``): the same on ``A * (S - min_k S) + min_k S``, against
   the labels without background: the attention must keep the foreground.
 - **Co-activity** (``coactivity``): for two videos that share classes (the pairs of a batch),
@@ -44,9 +44,13 @@ def topk_mean(values: Tensor, masks: Tensor, ratio: int) -> Tensor:
     return ranked.sum(1) / k[:, None].to(values.dtype)
 
 
+LABEL_NORM_EPS = 1e-4  # the official topkloss: labels / (sum(labels) + 1e-4)
+
+
 def mil_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean over videos of ``-sum(t / sum t * log_softmax(logits))``; ``targets`` multi-hot."""
-    weights = targets / targets.sum(1, keepdim=True).clamp(min=1e-12)
+    """Mean over videos of ``-sum(t / (sum t + 1e-4) * log_softmax(logits))``; ``targets``
+    multi-hot. The 1e-4 is the official code's (a video's weights sum to just under 1)."""
+    weights = targets / (targets.sum(1, keepdim=True) + LABEL_NORM_EPS)
     return -(weights * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
