@@ -245,6 +245,13 @@ class TrainingConfig(_Section):
         "pairs.per_video, any video sharing a class: the official CO2-Net's draw)",
     )
 
+    class_agnostic: bool = Field(
+        False,
+        description="train one class, action against background, whatever the annotated "
+        "labels (ActionFormer's ActivityNet recipe, num_classes 1); the classes of its "
+        "detections then come from inference.external_scores, which it requires",
+    )
+
     @field_validator("crop_ratio")
     @classmethod
     def _crop_ratio_in_unit_interval(
@@ -469,6 +476,7 @@ class ExperimentConfig(_Section):
                     "backbone.init kinetics-rgb is I3D's; ATA starts from random or an ATA "
                     "weights file"
                 )
+        self._check_class_sources()
         if self.backbone.init is None:
             self.backbone.init = "random" if self.features.extractor == "ata" else "kinetics-rgb"
         if self.run_dir is None:
@@ -487,6 +495,28 @@ class ExperimentConfig(_Section):
         if self.training.storage_path is None:
             self.training.storage_path = str(self.run_dir / "train")
         return self
+
+    def _check_class_sources(self) -> None:
+        """External video-level scores need a method whose decoding fuses them, and a
+        class-agnostic network needs them to name its detections' classes."""
+        from tal.methods.registry import get_method
+
+        external = self.inference.external_scores is not None
+        if self.training.class_agnostic and not external:
+            raise ValueError(
+                "training.class_agnostic needs inference.external_scores: a class-agnostic "
+                "network finds actions, a video-level classifier's scores name their classes"
+            )
+        if external and not get_method(self.model.name).fuses_external_scores:
+            raise ValueError(
+                f"inference.external_scores: model {self.model.name}'s decoding does not fuse "
+                "video-level scores (nor can it train class_agnostic)"
+            )
+
+    def network_classes(self, num_labels: int) -> int:
+        """The classes the network outputs for ``num_labels`` annotated labels: 1 when
+        ``training.class_agnostic``, else all of them."""
+        return 1 if self.training.class_agnostic else num_labels
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-able data (paths as strings)."""

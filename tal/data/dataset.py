@@ -225,6 +225,9 @@ class FeatureDataset(Dataset):
     distinct classes; a training video longer than ``max_seq_len`` is resampled to that
     length (one random point from each of ``max_seq_len`` equal bins, new every epoch)
     instead of cropped, so that no action is cut out of a video whose labels say it has it.
+
+    With ``class_agnostic`` every instance's label index is 0 (one class, action; each label
+    is still checked against the label map).
     """
 
     def __init__(
@@ -243,6 +246,7 @@ class FeatureDataset(Dataset):
         crop_ratio: tuple[float, float] | None = (0.9, 1.0),
         crop_tries: int = CROP_TRIES,
         crop_bounds: CropBounds = "actionformer",
+        class_agnostic: bool = False,
     ):
         self._store: FeatureStore | None = (
             store if isinstance(store, FeatureStore) else open_store(store)
@@ -280,6 +284,7 @@ class FeatureDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.label_map = label_map
+        self.class_agnostic = bool(class_agnostic)
         self._cache_bytes = cache_bytes
         self._cache = _LRU(cache_bytes)
 
@@ -376,7 +381,8 @@ class FeatureDataset(Dataset):
         )
 
     def _label_indices(self, video: Video) -> list[int]:
-        """Label-map indices of the video's instances, in order (only their labels are read)."""
+        """Label-map indices of the video's instances, in order (only their labels are read);
+        all 0 when ``class_agnostic`` (every action one class), each label still checked."""
         indices = []
         for inst in video.instances:
             try:
@@ -386,7 +392,7 @@ class FeatureDataset(Dataset):
                     f"{self.source}: video {video.video_id!r} has label {inst.label!r}, "
                     f"which the label map ({len(self.label_map)} labels) lacks"
                 ) from None
-        return indices
+        return [0] * len(indices) if self.class_agnostic else indices
 
     def _weak_entry(self, video: Video, meta: dict, timing: FeatureTiming, length: int) -> _Entry:
         """Video-level labels only: the classes of the instances, not their segments."""

@@ -100,7 +100,9 @@ def load_trained(state: CheckpointState, config_overrides: Sequence[str] = ()) -
 
     config = config_from_dict(dict(state.config), "checkpoint config", list(config_overrides))
     method = build_method(config.model)
-    network = method.build_network(int(state.in_dim), len(state.label_names))
+    network = method.build_network(
+        int(state.in_dim), config.network_classes(len(state.label_names))
+    )
     network.load_state_dict(state.inference_weights)
     return TrainedModel(
         network.eval(),

@@ -100,7 +100,7 @@ class PackagedLocalizer(nn.Module):
             method = build_method(config.model)
         except (ValueError, KeyError) as exc:
             raise ModelFileError(f"{where}: {exc}") from None
-        network = method.build_network(desc.in_dim, len(desc.label_names))
+        network = method.build_network(desc.in_dim, config.network_classes(len(desc.label_names)))
         load_weights(network, files.weights, where)
         return cls(
             network,

@@ -109,6 +109,7 @@ def load_data(
             crop_ratio=t.crop_ratio,
             crop_tries=t.crop_tries,
             crop_bounds=t.crop_bounds,
+            class_agnostic=t.class_agnostic,
         )
 
     train = dataset(list(config.data.train_subsets), training=True)
@@ -237,7 +238,7 @@ class Trainer:
         self.device = device
         self.method: Method = build_method(config.model)
         self.divisible_by = self.method.divisible_by
-        self.num_classes = len(data.label_names)
+        self.num_classes = config.network_classes(len(data.label_names))
         self.model = self.method.build_network(data.in_dim, self.num_classes).to(self.device)
         self.ema = ModelEMA(
             self.model, config.training.ema_decay, warmup=config.training.ema_warmup

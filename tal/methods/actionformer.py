@@ -158,6 +158,8 @@ L = TypeVar("L", bound=LocalizerConfig)
 class OneStageMethod(Method[L]):
     """The one-stage localizer's training and decoding, shared by the methods built on it."""
 
+    fuses_external_scores = True
+
     @property
     def divisible_by(self) -> int:
         return 2 ** (self.config.num_levels - 1)
@@ -239,7 +241,8 @@ class OneStageMethod(Method[L]):
             voting_threshold=post.voting_threshold,
         )
         if post.external is not None:
-            num_classes = int(out.cls_logits[0].shape[-1])
+            # the label map's classes (a class-agnostic network outputs one)
+            num_classes = post.num_labels or int(out.cls_logits[0].shape[-1])
             segs, scores, labels = fuse_external_scores(
                 segs,
                 scores,

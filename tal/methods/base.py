@@ -51,6 +51,7 @@ class PostprocessSettings:
     voting_threshold: float = 0.7
     external: ExternalScores | None = field(default=None, compare=False)
     external_topk: int = 2
+    num_labels: int | None = None  # the label map's size, when known (external scores' width)
 
     @classmethod
     def from_config(
@@ -76,6 +77,7 @@ class PostprocessSettings:
             voting_threshold=inference.voting_threshold,
             external=external,
             external_topk=inference.external_topk,
+            num_labels=len(label_names) if label_names is not None else None,
         )
 
 
@@ -117,13 +119,16 @@ class Method(ABC, Generic[C]):
     ``video_labels``: weakly, from each video's classes only, never reading a segment) and
     ``global_normaliser`` (whether its loss divides by counts over the whole global batch, so
     that under data parallelism each rank's loss is its share of one sum; otherwise each
-    rank's loss is a mean that DDP's gradient averaging combines).
+    rank's loss is a mean that DDP's gradient averaging combines), ``fuses_external_scores``
+    (whether its decoding relabels detections with ``inference.external_scores``, which a
+    ``training.class_agnostic`` network needs).
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]]
     supervision: ClassVar[Supervision] = "segments"
     global_normaliser: ClassVar[bool] = True
+    fuses_external_scores: ClassVar[bool] = False
 
     def __init__(self, config: C) -> None:
         if not isinstance(config, self.config_class):

@@ -266,3 +266,45 @@ def test_labels_without_training_instances_are_reported(toy_store, tmp_path):
         "label map, they cannot be learnt; where they occur in evaluation they count with AP 0)"
     ]
     assert not [n for n in load_data(_config(), ann, store, None).notes if "warning" in n]
+
+
+def test_class_agnostic_training_takes_classes_from_external_scores(toy_store, tmp_path):
+    """ActionFormer's ActivityNet recipe: one class is learnt (action against background),
+    each detection is repeated for the classifier's top classes; here a classifier that
+    knows each validation video's classes (0.9 present, 0.1 absent)."""
+    _, ann, store = toy_store
+    database = json.loads(ann.read_text())["database"]
+    names = ["class_0", "class_1"]  # the label map: sorted names
+    scores = {
+        vid: [0.9 if any(a["label"] == n for a in v["annotations"]) else 0.1 for n in names]
+        for vid, v in database.items()
+    }
+    external = tmp_path / "video_scores.json"
+    external.write_text(json.dumps({"results": scores}))
+    config = _config(
+        "actionformer",
+        **LEARN,
+        **{"training.class_agnostic": "true", "inference.external_scores": str(external)},
+    )
+    metrics = train_localizer(config, ann, store, None, tmp_path, log=lambda _m: None)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state.label_names == names
+    assert state.ema["cls_head.out.conv.bias"].shape == (1,)  # one class learnt
+    assert metrics.average_mAP is not None and metrics.average_mAP > 0.6, metrics.mAP
+    # from the checkpoint: the same detections, every one labelled with a real class
+    detections, _ = infer_from_checkpoint(tmp_path / "checkpoint.pt", ann, store, "validation")
+    assert set(detections.labels) == set(names)
+    result = evaluate_detection(
+        load_annotations(ann), detections, "validation", config.evaluation.tiou_thresholds
+    )
+    assert result.average_mAP == pytest.approx(metrics.average_mAP)
+
+
+def test_class_agnostic_needs_external_scores_and_a_fusing_method(tmp_path):
+    from tal.config import ConfigError
+
+    with pytest.raises(ConfigError, match="class_agnostic needs inference.external_scores"):
+        _config("actionformer", **{"training.class_agnostic": "true"})
+    with pytest.raises(ConfigError, match="co2net's decoding does not fuse"):
+        _config("co2net", **{"inference.external_scores": str(tmp_path / "s.json")})
+    assert _config("actionformer").network_classes(7) == 7

@@ -41,6 +41,8 @@ OFFICIAL = {
     "training.ema_warmup": (False, False),
     "training.trunc_thresh": (0.5, 0.5),
     "training.crop_ratio": ((0.9, 1.0), (0.9, 1.0)),
+    "training.class_agnostic": (False, True),  # dataset.num_classes: 20 / 1
+    "inference.external_topk": (2, 2),
     "inference.score_threshold": (0.001, 0.001),
     "inference.pre_nms_topk": (2000, 2000),
     "inference.topk_per": ("level", "level"),
