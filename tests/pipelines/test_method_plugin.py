@@ -142,10 +142,13 @@ def test_a_method_registered_in_a_test_file_trains_registers_and_predicts(toy_st
     rows = list_versions(outcome.tracking_uri, "toy-framewise")
     assert [r.aliases for r in rows] == [[CHAMPION]]
 
-    # the checkpoint rebuilds the method's network and predicts as training evaluated
+    # the checkpoint rebuilds the method's network and predicts as training evaluated, with
+    # training.cpus_per_worker threads too (tal infer)
+    torch.set_num_threads(2)
     detections, facts = infer_from_checkpoint(
         tmp_path / "run" / "model" / "checkpoint.pt", ann, store, "validation"
     )
+    assert torch.get_num_threads() == 1
     assert facts.result is not None and len(detections) > 0
     assert facts.result.average_mAP == outcome.metrics["val_average_mAP"]
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from pipelines.cli import exit_status as run
 from pipelines.extract import run_extraction
@@ -58,6 +59,7 @@ def test_predict_matches_the_checkpoint_and_draws_a_timeline(registered, tmp_pat
     ]
     videos = [str(synth.out_dir / "videos" / f"{vid}.mp4") for vid in test_ids]
     pred, png = tmp_path / "pred.json", tmp_path / "timeline.png"
+    torch.set_num_threads(2)
     code = run(
         [
             "predict",
@@ -78,6 +80,7 @@ def test_predict_matches_the_checkpoint_and_draws_a_timeline(registered, tmp_pat
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    assert torch.get_num_threads() == 1  # training.cpus_per_worker, not torch's default
     assert f"for {len(test_ids)} videos -> {pred}; timeline {png}" in captured.out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     got = load_predictions(pred)
