@@ -12,6 +12,8 @@ current ones on both sides):
 - I2Net: pair crops that keep the shared action (``training.pair_crop``), attention context
   of the training length (``model.attention_context``) and the class-aware bank partner
   (``model.inference_partner``), against independent crops, global context and ``self``;
+  and each of the two training changes alone (``i2net-crop``, ``i2net-context``), whose
+  checkpoints ``bench/partner_policy.py`` scores with every partner on validation and test;
 - ASL: the authors' release (class-level Gaussians only, position by stride x length, no
   contrastive loss) against our former rule (instance-level sensitivity multiplied in,
   contrastive loss 0.1, position by length).
@@ -68,6 +70,26 @@ VARIANTS = {
             "training.pair_crop=shared_action",
             "model.attention_context=training_window",
             "model.inference_partner=bank_class",
+        ),
+    ),
+    # each training change alone (the inference partner changes no weight:
+    # bench/partner_policy.py scores every checkpoint here with every partner)
+    "i2net-crop": Variant(
+        "I2Net, shared-action pair crops alone (global context, partner self)",
+        "configs/demo.yaml",
+        (
+            "training.pair_crop=shared_action",
+            "model.attention_context=global",
+            "model.inference_partner=self",
+        ),
+    ),
+    "i2net-context": Variant(
+        "I2Net, training-length context alone (independent crops, partner self)",
+        "configs/demo.yaml",
+        (
+            "training.pair_crop=independent",
+            "model.attention_context=training_window",
+            "model.inference_partner=self",
         ),
     ),
     "asl-before": Variant(
