@@ -464,10 +464,18 @@ def _write_record(run: Path, record: dict[str, Any]) -> None:
 
 
 def settings_digest(value: object) -> str:
-    """A short digest of what one side runs with (our config, the official options): a
-    recorded or unfinished side is reused only under the same settings."""
+    """A short digest of what one side runs with (our config's values that differ from the
+    defaults, ``our_settings``; the official options): a recorded or unfinished side is
+    reused only under the same settings."""
     text = json.dumps(value, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def our_settings(config: ExperimentConfig) -> dict[str, Any]:
+    """Our side's settings as digested: the config's values that differ from the defaults, so
+    that a key added later with a default that keeps the former behaviour does not turn
+    recorded runs into strangers."""
+    return config.model_dump(exclude_defaults=True)
 
 
 def finished_side(run: Path, base: ExperimentConfig, side: str, settings: str) -> Score | None:
@@ -597,7 +605,7 @@ def parity_actionformer(
             run / "official",
         )
         config = our_config("configs/demo_actionformer.yaml", base, settings, args, seed, run)
-        theirs_digest, ours_digest = settings_digest(cfg), settings_digest(config.model_dump())
+        theirs_digest, ours_digest = settings_digest(cfg), settings_digest(our_settings(config))
         if to_run(run, base, "official", official, args, theirs_digest):
             cfg_path = run / "official_config.yaml"
             cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -692,7 +700,7 @@ def parity_co2net(
             if s.official.startswith("--"):
                 options.append(f"{s.official}={seed if s.official == '--seed' else s.value}")
         config = our_config("configs/demo_co2net.yaml", base, settings, args, seed, run)
-        theirs_digest, ours_digest = settings_digest(options), settings_digest(config.model_dump())
+        theirs_digest, ours_digest = settings_digest(options), settings_digest(our_settings(config))
         if to_run(run, base, "official", official, args, theirs_digest):
             pkl = run / "official_proposals.pkl"
             seconds = run_shim(
