@@ -66,6 +66,7 @@ for _official, _ours in (("vAttn", "rgb"), ("fAttn", "flow")):
             f"{_official}.attention.5": f"{_ours}.att3.conv",
         }
     )
+OURS_TO_OFFICIAL = {ours: official for official, ours in OFFICIAL_TO_OURS.items()}
 # official output name -> ours (the official attentions are [B, T, 1], ours [B, T])
 OUTPUTS = {
     "cas": "cas",
@@ -83,19 +84,23 @@ def to_ours(name: str) -> str | None:
     return None if mapped is None else f"{mapped}.{leaf}"
 
 
+def to_official(name: str) -> str:
+    """The official parameter name for one of ours (every one of ours has one)."""
+    module, _, leaf = name.rpartition(".")
+    return f"{OURS_TO_OFFICIAL[module]}.{leaf}"
+
+
 def case_weights(num_classes: int = NUM_CLASSES, seed: int = 0) -> dict[str, Tensor]:
     """Weights for our network's parameters under the official names, drawn from a seeded
     generator in sorted name order: uniform in +-sqrt(6 / fan-in) (the official
     ``kaiming_uniform_``), biases uniform in +-0.01."""
     shapes = {k: v.shape for k, v in _network(num_classes).state_dict().items()}
-    ours_to_official = {v: k for k, v in OFFICIAL_TO_OURS.items()}
     generator = torch.Generator().manual_seed(seed)
     weights = {}
     for name, shape in sorted(shapes.items()):
         bound = math.sqrt(6 / math.prod(shape[1:])) if name.endswith("weight") else 0.01
         values = (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound
-        module, _, leaf = name.rpartition(".")
-        weights[f"{ours_to_official[module]}.{leaf}"] = values.float()
+        weights[to_official(name)] = values.float()
     return weights
 
 
@@ -134,11 +139,7 @@ def our_step(weights: dict[str, Tensor], feats: Tensor, labels: Tensor) -> StepR
     out = net(feats.transpose(1, 2), masks)
     loss = CO2NetLoss(CO2NetConfig())(out, labels, PAIRS)["loss"]
     loss.backward()
-    ours_to_official = {v: k for k, v in OFFICIAL_TO_OURS.items()}
-    grads = {}
-    for name, p in net.named_parameters():
-        module, _, leaf = name.rpartition(".")
-        grads[f"{ours_to_official[module]}.{leaf}"] = p.grad
+    grads = {to_official(name): p.grad for name, p in net.named_parameters()}
     outputs = {k: getattr(out, v).detach() for k, v in OUTPUTS.items()}
     return StepResult(outputs, loss.detach(), grads)
 
@@ -238,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=1e-5, help="largest relative difference")
     parser.add_argument("--record", type=Path, help="write the official side's summary here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     weights = torch.load(args.weights, weights_only=True) if args.weights else case_weights()
     num_classes = int(weights["classifier.4.bias"].shape[0]) - 1
     if num_classes != NUM_CLASSES and not args.weights:
