@@ -18,6 +18,7 @@ import re
 import statistics
 from pathlib import Path
 
+from before_after import VARIANTS
 from results_page import add_page_flag, write_results_page
 
 from tal.engine.inference import infer_from_checkpoint
@@ -41,6 +42,20 @@ def score(checkpoint: Path, subset: str, policy: str) -> float:
     if facts.result is None:
         raise SystemExit(f"{checkpoint}: subset {subset} has no ground truth to score")
     return float(facts.result.average_mAP)
+
+
+def best_setting(scores: dict[str, dict[str, dict[str, list[float]]]]) -> str:
+    """The training variant and partner with the highest mean validation score over all, and
+    its test score: the I2Net settings validation selects on this benchmark."""
+    variant, policy = max(
+        ((v, p) for v, policies in scores.items() for p in policies),
+        key=lambda vp: statistics.mean(scores[vp[0]][vp[1]]["validation"]),
+    )
+    by_subset = scores[variant][policy]
+    return (
+        f"Over all training variants and partners, validation picks `{variant}` with `{policy}`: "
+        f"validation {mean_std(by_subset['validation'])}, test {mean_std(by_subset['test'])}."
+    )
 
 
 def main() -> None:
@@ -87,18 +102,25 @@ def main() -> None:
             f"- {variant}: validation picks `{best}`; on test {mean_std(policies[best]['test'])}"
         )
     table = "\n".join(lines)
+    overall = best_setting(scores)
     print(f"\naverage mAP, mean ± std over seeds:\n\n{table}\n\n" + "\n".join(chosen))
+    print(overall)
     if not args.no_page:
+        trained = "\n".join(
+            f"- `{v}`: {VARIANTS[v].label}" if v in VARIANTS else f"- `{v}`" for v in scores
+        )
         body = "\n\n".join(
             [
-                f"Each I2Net checkpoint of `{args.runs}` (`bench/before_after.py`: `i2net-before` "
-                "trained with independent pair crops and global attention context, `i2net-after` "
-                "with shared-action crops and training-length context) run with every inference "
-                "partner; the training config's own data and feature store.",
+                f"Each I2Net checkpoint of `{args.runs}` run with every inference partner, on "
+                "the training config's own data and feature store. The training variants "
+                "(`bench/before_after.py`; the partner named there is replaced by each policy "
+                "here):",
+                trained,
                 "Average mAP, mean ± std over seeds:",
                 table,
-                "The policy validation picks, and its test score:",
+                "The policy validation picks for each training variant, and its test score:",
                 "\n".join(chosen),
+                overall,
             ]
         )
         write_results_page(

@@ -383,3 +383,50 @@ def test_a_side_left_out_never_runs_and_joins_only_when_finished(tiny, tmp_path,
     parity.say_seed(0, (official, ours), (0, 0))
     line = capsys.readouterr().out.strip()
     assert line.startswith("seed 0: official 0.") and line.endswith("ours -")
+
+
+def test_the_official_ema_row_runs_with_ours_in_its_own_folder(tiny, tmp_path):
+    """ActionFormer's row with the official EMA: our recipe config with
+    ``training.ema_warmup=false`` on top (the only difference from our row), run in its own
+    folder, cleared and run with ``--sides ours``, left alone by ``--sides official``."""
+    import argparse
+
+    import parity
+
+    pred, base = _one_prediction(tiny, tmp_path)
+    run = tmp_path / "seed0"
+    recipe = parity.ActionFormerRecipe(width=16, epochs=2, max_seq_len=576)
+    settings = parity.actionformer_settings(recipe)
+    args = argparse.Namespace(threads=1, out=str(tmp_path / "out"), set=[])
+    ours = parity.our_config("configs/demo_actionformer.yaml", base, settings, args, 0, run)
+    ema = parity.our_config(
+        "configs/demo_actionformer.yaml",
+        base,
+        settings,
+        args,
+        0,
+        run,
+        side=parity.OFFICIAL_EMA,
+        variant=["training.ema_warmup=false"],
+    )
+    assert ours.training.ema_warmup and not ema.training.ema_warmup
+    assert Path(ema.run_dir) == run / parity.OFFICIAL_EMA and Path(ours.run_dir) == run / "ours"
+    # apart from the key, the same config, its paths under the row's folder
+    theirs = ema.model_dump(mode="json")
+    theirs["training"]["ema_warmup"] = True
+    moved = json.dumps(theirs, sort_keys=True).replace(f"/{parity.OFFICIAL_EMA}/", "/ours/")
+    moved = moved.replace(f'/{parity.OFFICIAL_EMA}"', '/ours"')
+    assert moved == json.dumps(ours.model_dump(mode="json"), sort_keys=True)
+    # --sides ours runs it (clearing only its own folder); --sides official does not
+    (run / "ours").mkdir(parents=True)
+    (run / parity.OFFICIAL_EMA).mkdir()
+    row = parity.Row("ema")
+    ours_only = argparse.Namespace(reuse=True, sides=["ours"])
+    assert parity.to_run(run, base, parity.OFFICIAL_EMA, row, ours_only, "E")
+    assert not (run / parity.OFFICIAL_EMA).exists() and (run / "ours").is_dir()
+    parity.record_side(
+        run, parity.OFFICIAL_EMA, pred, parity.Score(parity.score(base, pred), 4.0, 2.0), "E"
+    )
+    official_only = argparse.Namespace(reuse=True, sides=["official"])
+    assert not parity.to_run(run, base, parity.OFFICIAL_EMA, row, official_only, "E")
+    assert [r.seconds for r in row.runs] == [4.0]
