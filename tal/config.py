@@ -232,10 +232,11 @@ class TrainingConfig(_Section):
         "[st - 0.5, ed - 0.5] (our former crop)",
     )
     pair_crop: Literal["shared_action", "independent"] = Field(
-        "shared_action",
-        description="for methods that take a partner video: shared_action crops both videos "
-        "of a pair around an instance of a class they share; independent crops them "
-        "separately (former). Methods without a partner always crop independently",
+        "independent",
+        description="for methods that take a partner video: independent crops the two videos "
+        "of a pair separately; shared_action crops both around an instance of a class they "
+        "share (it scored lower on bench72, docs/results/before_after.md). Methods without "
+        "a partner always crop independently",
     )
     partner_draw: Literal["table", "each_epoch"] = Field(
         "table",

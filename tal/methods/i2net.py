@@ -110,10 +110,10 @@ class I2NetConfig(LocalizerConfig):
     intra_attention: bool = True
     inter_attention: bool = True
     inference_partner: Literal["self", "bank", "bank_class"] = Field(
-        "bank_class",
-        description="the partner at inference: the video itself (self), the bank's most "
-        "similar video (bank), or the bank's most similar video of the class a first pass "
-        "with self predicts (bank_class)",
+        "self",
+        description="the partner at inference: the video itself (self, chosen on validation: "
+        "docs/results/partner_policy.md), the bank's most similar video (bank), or the "
+        "bank's most similar video of the class a first pass with self predicts (bank_class)",
     )
     attention_context: Literal["training_window", "global"] = Field(
         "training_window",

@@ -174,7 +174,7 @@ def test_training_config_crop_keys():
     assert (t.crop_ratio, t.trunc_thresh, t.crop_tries) == ((0.9, 1.0), 0.5, 200)
     assert (t.crop_bounds, t.pair_crop, t.partner_draw) == (
         "actionformer",
-        "shared_action",
+        "independent",
         "table",
     )
     assert TrainingConfig(crop_ratio=None).crop_ratio is None

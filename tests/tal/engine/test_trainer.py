@@ -107,17 +107,18 @@ def test_infer_from_checkpoint_matches_training_predictions(toy_store, tmp_path)
         load_annotations(ann), detections, "validation", (0.3, 0.4, 0.5, 0.6, 0.7)
     )
     assert result.average_mAP == pytest.approx(metrics.average_mAP)
-    # the default partner: the bank video of the class a first pass predicts
-    assert facts.videos == 6 and facts.config.model.inference_partner == "bank_class"
-    # the same checkpoint with the bank policy: partners are training videos of the bank
-    bank_detections, bank_facts = infer_from_checkpoint(
-        tmp_path / "checkpoint.pt",
-        ann,
-        store,
-        "validation",
-        config_overrides=["model.inference_partner=bank"],
-    )
-    assert bank_facts.config.model.inference_partner == "bank" and len(bank_detections) > 0
+    # the default partner: the video itself
+    assert facts.videos == 6 and facts.config.model.inference_partner == "self"
+    # the same checkpoint with the bank policies: partners are training videos of the bank
+    for policy in ("bank", "bank_class"):
+        bank_detections, bank_facts = infer_from_checkpoint(
+            tmp_path / "checkpoint.pt",
+            ann,
+            store,
+            "validation",
+            config_overrides=[f"model.inference_partner={policy}"],
+        )
+        assert bank_facts.config.model.inference_partner == policy and len(bank_detections) > 0
     bank = PartnerBank.from_state(load_checkpoint(tmp_path / "checkpoint.pt").assets or {})
     assert set(bank.video_ids) <= {f"toy_{v:02d}" for v in range(12)}
     assert len(bank.video_ids) <= 2 * 2 and bank.keys.shape == (len(bank.video_ids), 32)

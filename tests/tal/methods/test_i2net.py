@@ -167,7 +167,7 @@ class _FakeNetwork(torch.nn.Module):
 )
 def test_forward_video_partner_policies(policy, passes, partner):
     method = I2Net(I2NetConfig(num_levels=1, max_seq_len=16, inference_partner=policy))
-    assert I2NetConfig().inference_partner == "bank_class"  # the default
+    assert I2NetConfig().inference_partner == "self"  # the default, chosen on validation
     network = _FakeNetwork(label=1)  # the first pass predicts class 1
     video = torch.tensor([[0.2], [1.0], [0.1]]).expand(3, 5)  # nearest overall: b1 (class 1)
     # b0, b1 of class 0, b2 of class 1; their partner features are filled with 1, 2, 3
