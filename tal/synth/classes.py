@@ -54,16 +54,48 @@ MAX_CLASSES = len(_CLASS_SHAPES)
 
 
 @dataclass(frozen=True)
+class Style:
+    """One way of performing a class (preset ``variation``): a shape and factors on the
+    motion's period and amplitude ranges."""
+
+    shape: str
+    tempo: float
+    """Factor on the period (below 1: faster)."""
+    amplitude: float
+    """Factor on the amplitude (depths of blink stay below 1)."""
+
+    def to_json(self) -> dict[str, object]:
+        return {"shape": self.shape, "tempo": self.tempo, "amplitude": self.amplitude}
+
+
+@dataclass(frozen=True)
 class ClassSpec:
-    """One action class: its index, readable name, motion and shape."""
+    """One action class: its index, readable name, motion and shape.
+
+    Presets add: ``cue``, the marker shape that names the class within a pair of classes
+    that act alike (``context``), and ``styles``, the ways the class is performed
+    (``variation``; ``shape`` is then ``"mixed"``: each style has its own).
+    """
 
     id: int
     name: str
     motion: str
     shape: str
+    cue: str | None = None
+    styles: tuple[Style, ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {"id": self.id, "name": self.name, "motion": self.motion, "shape": self.shape}
+        out: dict[str, object] = {
+            "id": self.id,
+            "name": self.name,
+            "motion": self.motion,
+            "shape": self.shape,
+        }
+        if self.cue is not None:
+            out["cue"] = self.cue
+        if self.styles:
+            out["styles"] = [s.to_json() for s in self.styles]
+        return out
 
 
 def class_specs(classes: int) -> list[ClassSpec]:
@@ -75,6 +107,68 @@ def class_specs(classes: int) -> list[ClassSpec]:
         motion = MOTIONS[k % len(MOTIONS)].name
         shape = _CLASS_SHAPES[k]
         specs.append(ClassSpec(k, f"{motion}_{shape}", motion, shape))
+    return specs
+
+
+CUE_SHAPES = ("star", "crescent")
+"""Cue markers of the ``context`` preset: no actor or distractor has these shapes, and no
+rotation of one looks like the other."""
+STYLE_TEMPO = (1.0, 0.6, 1.6)
+STYLE_AMPLITUDE = (1.0, 0.65, 1.35)
+
+
+def context_class_specs(classes: int) -> list[ClassSpec]:
+    """Pairs of classes that act alike: classes ``2j`` and ``2j + 1`` both have the motion
+    and shape of plain class ``j`` and differ only in the cue shown before them."""
+    if classes % 2 or not 2 <= classes <= MAX_CLASSES:
+        raise ValueError(
+            f"classes must be an even integer in [2, {MAX_CLASSES}] for preset 'context' "
+            f"(classes come in pairs), got {classes!r}"
+        )
+    return [
+        ClassSpec(2 * j + m, f"{base.name}_{cue}", base.motion, base.shape, cue=cue)
+        for j, base in enumerate(class_specs(classes // 2))
+        for m, cue in enumerate(CUE_SHAPES)
+    ]
+
+
+def variation_class_specs(classes: int) -> list[ClassSpec]:
+    """A class per motion, each in 3 styles: its own shape, tempo and amplitude.
+
+    Style ``s`` of class ``k`` has shape ``SHAPES[(k + 2s) % 5]``: three different shapes
+    per class, and every shape in several classes, so a shape never names a class.
+    """
+    if not 2 <= classes <= len(MOTIONS):
+        raise ValueError(
+            f"classes must be an integer in [2, {len(MOTIONS)}] for preset 'variation' "
+            f"(a class is a motion), got {classes!r}"
+        )
+    specs = []
+    for k in range(classes):
+        styles = tuple(
+            Style(SHAPES[(k + 2 * s) % len(SHAPES)], tempo, amp)
+            for s, (tempo, amp) in enumerate(zip(STYLE_TEMPO, STYLE_AMPLITUDE, strict=True))
+        )
+        motion = MOTIONS[k].name
+        specs.append(ClassSpec(k, motion, motion, "mixed", styles=styles))
+    return specs
+
+
+def weak_class_specs(classes: int) -> list[ClassSpec]:
+    """Motions and shapes paired in a cycle: motion ``j`` with shapes ``j`` and ``j + 1``
+    (modulo the shapes used), so each motion and each shape belongs to two classes or more
+    and neither alone names a class (preset ``weak``)."""
+    if classes % 2 or not 4 <= classes <= 2 * len(MOTIONS):
+        raise ValueError(
+            f"classes must be an even integer in [4, {2 * len(MOTIONS)}] for preset 'weak' "
+            f"(each motion in two classes), got {classes!r}"
+        )
+    n_shapes = min(len(SHAPES), classes // 2)
+    specs: list[ClassSpec] = []
+    for j in range(classes // 2):
+        motion = MOTIONS[j].name
+        for shape in (SHAPES[j % n_shapes], SHAPES[(j + 1) % n_shapes]):
+            specs.append(ClassSpec(len(specs), f"{motion}_{shape}", motion, shape))
     return specs
 
 

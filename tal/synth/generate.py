@@ -11,7 +11,7 @@ import json
 import math
 import multiprocessing
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +21,12 @@ import numpy as np
 
 from features.atomic import atomic_write_text
 from tal.data.annotations import AnnotationSet, Instance, Video, write_annotations
-from tal.synth.classes import MAX_CLASSES, ClassSpec, class_specs
+from tal.synth.classes import MAX_CLASSES, ClassSpec
 from tal.synth.encode import X264_OPTIONS, write_h264
-from tal.synth.plan import MIN_VIDEO_S, plan_video
+from tal.synth.plan import MIN_VIDEO_S, VideoPlan, plan_video
+from tal.synth.presets import Scenario, get_preset, resolve_sizes
 from tal.synth.render import render_frames
+from tal.synth.scenario import plan_scenario_video, preset_class_specs
 
 MIN_SIZE, MAX_SIZE = 32, 1024
 MIN_FPS, MAX_FPS = 5.0, 120.0
@@ -56,6 +58,7 @@ class _Job:
     fps: float
     min_duration: float
     max_duration: float
+    scenario: Scenario | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -124,17 +127,16 @@ def assign_subsets(videos: int, seed: int) -> list[str]:
     return [names[int(k)] for k in order]
 
 
+def _plan(job: _Job) -> VideoPlan:
+    args = (job.seed, job.index, list(job.classes), job.size, job.fps)
+    if job.scenario is None:
+        return plan_video(*args, job.min_duration, job.max_duration)
+    return plan_scenario_video(*args, job.min_duration, job.max_duration, job.scenario)
+
+
 def _render_video(job: _Job) -> dict[str, Any]:
     """Plan, render and encode one video (runs in a worker process)."""
-    plan = plan_video(
-        job.seed,
-        job.index,
-        list(job.classes),
-        job.size,
-        job.fps,
-        job.min_duration,
-        job.max_duration,
-    )
+    plan = _plan(job)
     frames = render_frames(
         plan.background, plan.sprites, plan.frames, job.size, [job.seed, job.index, 1]
     )
@@ -164,41 +166,153 @@ def _remove_stale(video_dir: Path, keep: set[str]) -> None:
             path.unlink()
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """Validated, resolved arguments of one dataset."""
+
+    videos: int
+    classes: int
+    seed: int
+    size: int
+    fps: float
+    min_duration: float
+    max_duration: float
+    preset: str | None
+    specs: tuple[ClassSpec, ...]
+    scenario: Scenario | None
+
+    def params(self) -> dict[str, Any]:
+        """What ``synth.json`` records as ``params`` (``preset`` only when there is one)."""
+        out: dict[str, Any] = {
+            "videos": self.videos,
+            "classes": self.classes,
+            "seed": self.seed,
+            "size": self.size,
+            "fps": self.fps,
+            "min_duration": self.min_duration,
+            "max_duration": self.max_duration,
+        }
+        if self.preset is not None:
+            out["preset"] = self.preset
+        return out
+
+    def job(self, index: int, video_id: str, path: str) -> _Job:
+        return _Job(
+            index,
+            video_id,
+            path,
+            self.seed,
+            self.specs,
+            self.size,
+            self.fps,
+            self.min_duration,
+            self.max_duration,
+            self.scenario,
+        )
+
+
+def _settings(
+    videos: Any,
+    classes: Any,
+    seed: Any,
+    size: Any,
+    fps: Any,
+    min_duration: Any,
+    max_duration: Any,
+    workers: Any,
+    preset: Any,
+) -> _Settings:
+    """Resolve the preset's sizes for arguments left None, then validate everything."""
+    scenario = None if preset is None else get_preset(preset).scenario
+    given = {
+        "videos": videos,
+        "classes": classes,
+        "size": size,
+        "fps": fps,
+        "min_duration": min_duration,
+        "max_duration": max_duration,
+    }
+    r = resolve_sizes(preset, given)
+    _validate(
+        r["videos"],
+        r["classes"],
+        seed,
+        r["size"],
+        r["fps"],
+        r["min_duration"],
+        r["max_duration"],
+        workers,
+    )
+    specs = preset_class_specs(preset, int(r["classes"]), float(r["min_duration"]))
+    return _Settings(
+        int(r["videos"]),
+        int(r["classes"]),
+        int(seed),
+        int(r["size"]),
+        float(r["fps"]),
+        float(r["min_duration"]),
+        float(r["max_duration"]),
+        preset,
+        tuple(specs),
+        scenario,
+    )
+
+
+def iter_plans(
+    *,
+    videos: int | None = None,
+    classes: int | None = None,
+    seed: int = 0,
+    size: int | None = None,
+    fps: float | None = None,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+    preset: str | None = None,
+) -> Iterator[tuple[str, VideoPlan]]:
+    """``(subset, plan)`` of every video ``generate_dataset`` would write with these
+    arguments, one at a time and without rendering (cheap: for sizes and counts)."""
+    st = _settings(videos, classes, seed, size, fps, min_duration, max_duration, 1, preset)
+    subsets = assign_subsets(st.videos, st.seed)
+    for i in range(st.videos):
+        yield subsets[i], _plan(st.job(i, _video_id(i, st.videos), ""))
+
+
 def generate_dataset(
     out_dir: str | Path,
     *,
-    videos: int = 24,
-    classes: int = 6,
+    videos: int | None = None,
+    classes: int | None = None,
     seed: int = 0,
-    size: int = 128,
-    fps: float = 15.0,
-    min_duration: float = 20.0,
-    max_duration: float = 40.0,
+    size: int | None = None,
+    fps: float | None = None,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
     workers: int = 1,
+    preset: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> SynthSummary:
     """Write ``videos`` synthetic H.264 videos with annotated actions of ``classes`` classes.
 
-    Writes ``OUT_DIR/videos/<id>.mp4``, ``OUT_DIR/annotations.json`` and, last (it marks a
-    complete dataset), ``OUT_DIR/synth.json``: ``params`` (these arguments but ``workers``),
-    ``encoder``, ``classes`` (id, name, motion, shape) and per video its file, subset,
-    ``frames``, ``width``, ``height``, ``fps`` and instances (action and visible frame ranges,
-    cycles, amplitude, the pixel box the action covers). ``progress(done, total, video_id)``
-    is called as each video finishes. The same arguments give the same files for any
-    ``workers``. Earlier ``synth_*.mp4`` files beyond ``videos`` are removed.
+    Sizes left None come from ``preset`` (``tal.synth.presets``), or without one are 24
+    videos, 6 classes, 128 px, 15 fps, 20-40 s. Writes ``OUT_DIR/videos/<id>.mp4``,
+    ``OUT_DIR/annotations.json`` and, last (it marks a complete dataset),
+    ``OUT_DIR/synth.json``: ``params`` (the resolved arguments but ``workers``; ``preset``
+    only when set), ``encoder``, ``classes`` (id, name, motion, shape; a preset's cue or
+    styles) and per video its file, subset, ``frames``, ``width``, ``height``, ``fps`` and
+    instances (action and visible frame ranges, cycles, amplitude, the pixel box the action
+    covers; a preset's style, burst frames or cue frames). ``progress(done, total,
+    video_id)`` is called as each video finishes. The same arguments give the same files for
+    any ``workers``. Earlier ``synth_*.mp4`` files beyond ``videos`` are removed.
     """
-    _validate(videos, classes, seed, size, fps, min_duration, max_duration, workers)
-    videos, classes, seed, size = int(videos), int(classes), int(seed), int(size)
-    fps, min_duration, max_duration = float(fps), float(min_duration), float(max_duration)
+    st = _settings(videos, classes, seed, size, fps, min_duration, max_duration, workers, preset)
+    videos, fps, size, specs = st.videos, st.fps, st.size, st.specs
     out = Path(out_dir)
     video_dir = out / "videos"
     video_dir.mkdir(parents=True, exist_ok=True)
     (out / "synth.json").unlink(missing_ok=True)
-    specs = class_specs(classes)
     ids = [_video_id(i, videos) for i in range(videos)]
     _remove_stale(video_dir, {f"{v}.mp4" for v in ids})
-    shared = (seed, tuple(specs), size, fps, min_duration, max_duration)  # same for every job
-    jobs = [_Job(i, vid, str(video_dir / f"{vid}.mp4"), *shared) for i, vid in enumerate(ids)]
+    jobs = [st.job(i, vid, str(video_dir / f"{vid}.mp4")) for i, vid in enumerate(ids)]
     results: dict[int, dict[str, Any]] = {}
 
     def finished(result: dict[str, Any]) -> None:
@@ -216,7 +330,7 @@ def generate_dataset(
             for future in as_completed([pool.submit(_render_video, job) for job in jobs]):
                 finished(future.result())
 
-    subsets = assign_subsets(videos, seed)
+    subsets = assign_subsets(videos, st.seed)
     database: dict[str, Video] = {}
     for i, video_id in enumerate(ids):
         n = results[i]["frames"]
@@ -231,15 +345,7 @@ def generate_dataset(
     meta = {
         "generator": "tal.synth",
         "format": 1,
-        "params": {
-            "videos": videos,
-            "classes": classes,
-            "seed": seed,
-            "size": size,
-            "fps": fps,
-            "min_duration": min_duration,
-            "max_duration": max_duration,
-        },
+        "params": st.params(),
         "encoder": {"codec": "libx264", "pix_fmt": "yuv420p", **X264_OPTIONS},
         "classes": [s.to_json() for s in specs],
         "videos": {

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tal.synth.classes import MOTION_BY_NAME, ClassSpec, action_pose
-from tal.synth.render import Background, Sprite, hsv_to_rgb, make_texture
+from tal.synth.render import Background, Camera, Sprite, hsv_to_rgb, make_texture
 
 MIN_ACTION_S = 1.0
 """Shortest action; with the shortest fades and idles it sets the shortest usable video."""
@@ -42,9 +42,17 @@ class PlannedInstance:
     amplitude: float
     box: tuple[int, int, int, int]
     """Pixels ``(x0, y0, x1, y1)`` the actor covers during the action."""
+    style: int | None = None
+    """Preset ``variation``: the index of the class style performed."""
+    bursts: tuple[tuple[int, int], ...] = ()
+    """Preset ``keyframes``: frame ranges ``[b0, b1)`` in which the class pattern runs."""
+    cue: str | None = None
+    """Preset ``context``: the cue marker shown before the action ..."""
+    cue_frames: tuple[int, int] | None = None
+    """... in frames ``[c0, c1)``, ended before the action starts."""
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "label": self.label,
             "label_id": self.class_id,
             "action_frames": [self.start_frame, self.end_frame],
@@ -53,6 +61,14 @@ class PlannedInstance:
             "amplitude": round(self.amplitude, 4),
             "box": list(self.box),
         }
+        if self.style is not None:
+            out["style"] = self.style
+        if self.bursts:
+            out["bursts"] = [list(b) for b in self.bursts]
+        if self.cue is not None and self.cue_frames is not None:
+            out["cue"] = self.cue
+            out["cue_frames"] = list(self.cue_frames)
+        return out
 
 
 @dataclass
@@ -66,6 +82,8 @@ class VideoPlan:
     background: Background
     sprites: list[Sprite] = field(default_factory=list)
     instances: list[PlannedInstance] = field(default_factory=list)
+    camera: Camera | None = None
+    """Preset ``camera``: the view's path (sprites are already in screen coordinates)."""
 
 
 def _frames(seconds: float, fps: float, minimum: int = 1) -> int:

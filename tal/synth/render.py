@@ -52,6 +52,11 @@ def shape_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.minimum(_box(u, v, 1.0, 0.32), _box(u, v, 0.32, 1.0))
     if shape == "ring":
         return np.abs(np.hypot(u, v) - 0.7) - 0.3
+    if shape == "star":  # five points, one up; a radial bound, close to a distance near the rim
+        lobe = (0.5 + 0.5 * np.cos(5.0 * (np.arctan2(v, u) + np.pi / 2))) ** 2
+        return 0.7 * (np.hypot(u, v) - (0.5 + 0.5 * lobe))
+    if shape == "crescent":  # a disc with an offset disc cut out, opening to the right
+        return np.maximum(np.hypot(u, v) - 1.0, 0.8 - np.hypot(u - 0.45, v))
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -132,16 +137,23 @@ def make_texture(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
 
 @dataclass
 class Background:
-    """A texture larger than the frame, a slow pan over it and a global brightness drift."""
+    """A texture larger than the frame, a slow pan over it and a global brightness drift.
+
+    With ``zoom`` (a camera, preset ``camera``), pixel ``(i, j)`` of frame ``f`` shows the
+    texture at ``(pan_y[f] + i / zoom[f], pan_x[f] + j / zoom[f])``.
+    """
 
     texture: np.ndarray
     pan_x: np.ndarray
     pan_y: np.ndarray
     gain: np.ndarray
     noise_sigma: float
+    zoom: np.ndarray | None = None
 
     def frame(self, f: int, size: int) -> np.ndarray:
         """The background of frame ``f`` (bilinear sub-pixel pan), float32 ``size x size x 3``."""
+        if self.zoom is not None:
+            return self._zoomed(f, size)
         ox, oy = float(self.pan_x[f]), float(self.pan_y[f])
         ix, iy = int(ox), int(oy)
         fx, fy = ox - ix, oy - iy
@@ -155,6 +167,39 @@ class Background:
             + t[iy + 1 : iy + 1 + size, ix + 1 : ix + 1 + size] * fx
         )
         return top * (1 - fy) + bot * fy
+
+    def _zoomed(self, f: int, size: int) -> np.ndarray:
+        assert self.zoom is not None
+        step = np.arange(size, dtype=np.float64) / float(self.zoom[f])
+        xs, ys = float(self.pan_x[f]) + step, float(self.pan_y[f]) + step
+        ix, iy = np.floor(xs).astype(np.int64), np.floor(ys).astype(np.int64)
+        fx = (xs - ix).astype(np.float32)[None, :, None]
+        fy = (ys - iy).astype(np.float32)[:, None, None]
+        rows, rows1 = self.texture[iy], self.texture[iy + 1]
+        top = rows[:, ix] * (1 - fx) + rows[:, ix + 1] * fx
+        bot = rows1[:, ix] * (1 - fx) + rows1[:, ix + 1] * fx
+        return top * (1 - fy) + bot * fy
+
+
+@dataclass
+class Camera:
+    """A view that pans and zooms over a scene laid out in world pixels (preset ``camera``).
+
+    Frame ``f`` shows the world window from ``(x0[f], y0[f])``, ``size / zoom[f]`` wide:
+    world point ``(x, y)`` is drawn at ``((x - x0[f]) * zoom[f], (y - y0[f]) * zoom[f])``.
+    """
+
+    x0: np.ndarray
+    y0: np.ndarray
+    zoom: np.ndarray
+
+    def apply(self, sp: Sprite) -> None:
+        """Turn sprite ``sp`` from world into screen coordinates (in place)."""
+        z = self.zoom[sp.f0 : sp.f1]
+        sp.x = (sp.x - self.x0[sp.f0 : sp.f1]) * z
+        sp.y = (sp.y - self.y0[sp.f0 : sp.f1]) * z
+        sp.sx = sp.sx * z
+        sp.sy = sp.sy * z
 
 
 def render_frames(
