@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from features.errors import UserInputError
+from tal.synth.presets import PRESET_NAMES
 
 app = typer.Typer(
     name="tal",
@@ -62,19 +63,64 @@ def _echo(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+def _list_presets(value: bool) -> None:
+    """``--list-presets``: each preset's sizes and what it stresses, then exit."""
+    if not value:
+        return
+    import textwrap
+
+    from tal.synth.presets import PRESETS
+
+    for p in PRESETS.values():
+        typer.echo(
+            f"{p.name}: {p.summary}\n  {p.videos} videos, {p.classes} classes, "
+            f"{p.min_duration:g}-{p.max_duration:g} s, {p.size} px, {p.fps:g} fps"
+        )
+        typer.echo(textwrap.fill(p.stresses, 92, initial_indent="  ", subsequent_indent="  "))
+    raise typer.Exit()
+
+
+_PRESET_HELP = (
+    "a named benchmark whose sizes fill the options not given: "
+    + ", ".join(PRESET_NAMES)
+    + " (--list-presets says what each stresses)"
+)
+
+
 @app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="folder for videos/, annotations.json")],
-    videos: Annotated[int, typer.Option(help="number of videos")] = 24,
-    classes: Annotated[int, typer.Option(help="number of action classes")] = 6,
+    videos: Annotated[int | None, typer.Option(help="number of videos (default 24)")] = None,
+    classes: Annotated[
+        int | None, typer.Option(help="number of action classes (default 6)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same dataset)")] = 0,
-    size: Annotated[int, typer.Option(help="frame width and height in pixels")] = 128,
-    fps: Annotated[float, typer.Option(help="frames per second")] = 15.0,
-    min_duration: Annotated[float, typer.Option(help="shortest video, seconds")] = 20.0,
-    max_duration: Annotated[float, typer.Option(help="longest video, seconds")] = 40.0,
+    size: Annotated[
+        int | None, typer.Option(help="frame width and height in pixels (default 128)")
+    ] = None,
+    fps: Annotated[float | None, typer.Option(help="frames per second (default 15)")] = None,
+    min_duration: Annotated[
+        float | None, typer.Option(help="shortest video, seconds (default 20)")
+    ] = None,
+    max_duration: Annotated[
+        float | None, typer.Option(help="longest video, seconds (default 40)")
+    ] = None,
     workers: Annotated[int, typer.Option(help="processes used to render")] = 2,
+    preset: Annotated[str | None, typer.Option(help=_PRESET_HELP)] = None,
+    list_presets: Annotated[
+        bool,
+        typer.Option(
+            "--list-presets",
+            callback=_list_presets,
+            is_eager=True,
+            help="describe the presets and exit",
+        ),
+    ] = False,
 ) -> None:
-    """Write a synthetic action video benchmark: real H.264 files and their annotations."""
+    """Write a synthetic action video benchmark: real H.264 files and their annotations.
+
+    Defaults are for no --preset; a preset brings its own, and options given override them.
+    """
     from tal.synth import generate_dataset
 
     def progress(done: int, total: int, video_id: str) -> None:
@@ -91,6 +137,7 @@ def synth(
             min_duration=min_duration,
             max_duration=max_duration,
             workers=workers,
+            preset=preset,
             progress=progress,
         )
     except UserInputError:

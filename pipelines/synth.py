@@ -42,7 +42,11 @@ def ensure_synth_dataset(config: ExperimentConfig, workers: int = 2, log=print) 
             f"{root}: data.root is not empty and was not made by `tal synth`; "
             "refusing to overwrite it (point data.root elsewhere or remove data.synth)"
         )
-    log(f"synthetic dataset: generating {synth.videos} videos, {synth.classes} classes in {root}")
+    preset = f" (preset {synth.preset})" if synth.preset else ""
+    log(
+        f"synthetic dataset: generating {synth.videos} videos, {synth.classes} classes"
+        f"{preset} in {root}"
+    )
     summary = generate_dataset(root, workers=workers, **synth.model_dump())
     log(f"synthetic dataset: {summary.videos} videos, {summary.instances} instances")
     return Path(summary.annotations)

@@ -24,6 +24,7 @@ from pydantic import (
 
 from features.errors import UserInputError
 from features.video import VIDEO_EXTENSIONS
+from tal.synth.presets import PRESETS, PresetName
 
 
 class ConfigError(UserInputError):
@@ -38,7 +39,11 @@ class _Section(BaseModel):
 
 
 class SynthConfig(_Section):
-    """Generate the synthetic benchmark (``tal synth``) into ``data.root`` when it is missing."""
+    """Generate the synthetic benchmark (``tal synth``) into ``data.root`` when it is missing.
+
+    With ``preset``, the preset's sizes fill the fields the config does not set; the
+    resolved values are what ``model_dump()`` (and the dataset's ``synth.json``) hold.
+    """
 
     videos: int = Field(24, ge=3, description="number of videos (split training/validation/test)")
     classes: int = Field(6, ge=2, le=20, description="number of action classes")
@@ -47,6 +52,20 @@ class SynthConfig(_Section):
     fps: float = Field(15.0, ge=5, le=120)
     min_duration: float = Field(20.0, ge=3.5, description="shortest video, seconds")
     max_duration: float = Field(40.0, gt=0, description="longest video, seconds")
+    preset: PresetName | None = Field(
+        None,
+        description="a named benchmark (`tal synth --list-presets`); its sizes fill the "
+        "fields not set here",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_sizes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str):
+            preset = PRESETS.get(data["preset"])
+            if preset is not None:  # an unknown name fails the Literal check, naming them all
+                return {**preset.sizes(), **data}
+        return data
 
     @field_validator("size")
     @classmethod
@@ -61,6 +80,10 @@ class SynthConfig(_Section):
             raise ValueError(
                 f"max_duration ({self.max_duration}) must be >= min_duration ({self.min_duration})"
             )
+        if self.preset is not None:  # the preset's own limits (even classes, longer videos)
+            from tal.synth.scenario import preset_class_specs
+
+            preset_class_specs(self.preset, self.classes, self.min_duration)
         return self
 
 

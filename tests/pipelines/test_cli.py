@@ -175,3 +175,36 @@ def test_synth_bad_argument_exits_2(tmp_path, capsys):
     code = run(["synth", str(tmp_path / "s"), "--classes", "99"])
     assert code == 2
     assert "classes" in capsys.readouterr().err
+
+
+def test_synth_preset_fills_the_options_not_given(tmp_path, capsys):
+    from tal.synth.presets import get_preset
+
+    out = tmp_path / "weak"
+    argv = ["synth", str(out), "--preset", "weak", "--videos", "3", "--classes", "4"]
+    code = run([*argv, "--size", "64", "--workers", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert "wrote 3 videos" in capsys.readouterr().out
+    params = json.loads((out / "synth.json").read_text())["params"]
+    weak = get_preset("weak")
+    assert params["preset"] == "weak" and (params["videos"], params["classes"]) == (3, 4)
+    assert (params["min_duration"], params["max_duration"]) == (weak.min_duration, 6.0)
+    assert params["size"] == 64 and params["fps"] == weak.fps
+
+
+def test_synth_unknown_preset_exits_2_naming_the_known_ones(tmp_path, capsys):
+    code = run(["synth", str(tmp_path / "s"), "--preset", "cinema"])
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())  # rich wraps in a box
+    assert code == 2
+    assert "preset must be one of standard, context, variation, keyframes, weak, camera" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_synth_list_presets_describes_each_without_an_out_dir(capsys):
+    from tal.synth.presets import PRESETS
+
+    assert run(["synth", "--list-presets"]) == 0
+    out = capsys.readouterr().out
+    for name, preset in PRESETS.items():
+        assert f"{name}: {preset.summary}" in out
+        assert f"{preset.videos} videos, {preset.classes} classes" in out

@@ -155,3 +155,12 @@ def test_method_section_round_trips_through_yaml():
     again = config_from_text(dump_config(config))
     assert again == config and type(again.model).__name__ == "CO2NetConfig"
     assert again.model.attention_dim == 256
+
+
+def test_a_synth_preset_fills_only_what_the_config_leaves_unset(tmp_path):
+    path = write(tmp_path, "data:\n  synth:\n    preset: weak\n    videos: 9\n")
+    synth = load_config(path).data.synth
+    assert synth is not None
+    assert (synth.preset, synth.videos, synth.classes, synth.max_duration) == ("weak", 9, 8, 6.0)
+    with pytest.raises(ConfigError, match=r"data.synth.preset.*'standard', 'context'"):
+        load_config(path, ["data.synth.preset=cinema"])
