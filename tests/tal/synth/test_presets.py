@@ -10,6 +10,7 @@ import functools
 import itertools
 import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import get_args
 
 import numpy as np
@@ -37,6 +38,7 @@ from tal.synth.scenario import (
     preset_class_specs,
     scenario_class_specs,
 )
+from tal.synth.stats import presets_table
 
 BUDGET_S = 1800.0
 """Total video seconds a preset may hold (I3D RGB + flow on 2 cores in about 20 minutes)."""
@@ -363,3 +365,9 @@ def test_a_preset_dataset_is_the_same_for_any_workers(tmp_path, name):
     two = generate_dataset(tmp_path / "two", workers=2, **args)
     for rel in ["annotations.json", "synth.json", *(f"videos/{v}.mp4" for v in one.frames)]:
         assert (one.out_dir / rel).read_bytes() == (two.out_dir / rel).read_bytes(), rel
+
+
+@pytest.mark.slow
+def test_the_data_guide_table_is_what_the_planner_counts():
+    guide = (Path(__file__).resolve().parents[3] / "docs/guides/data.md").read_text()
+    assert presets_table() in guide  # after changing a preset: python -m tal.synth.stats
