@@ -5,7 +5,8 @@ scenario knobs the planner (``tal.synth.scenario``) reads: how actions are sched
 class set is used, and whether there are cues, styles, key-frame bursts or a moving camera.
 Each carries a paragraph saying what it stresses and why (``tal synth --list-presets`` and
 the data guide print it). Sizes are kept to roughly 1,500-1,700 s of 128 px video per
-preset, so I3D (RGB + flow) features of one extract on 2 CPU cores in about 20 minutes.
+preset, about the size of ``configs/bench72.yaml``, so that I3D (RGB + flow) extraction of
+one costs about what that benchmark's does.
 
 This module is pure data (standard library only): the CLI and the config schema import it
 without loading numpy or the video encoder.
