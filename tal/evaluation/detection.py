@@ -190,18 +190,41 @@ def _match(
     return tp.T
 
 
-def evaluate_detection(
+@dataclass
+class MatchedDetections:
+    """Predictions in evaluation order with their true-positive flags: everything AP needs.
+
+    The flags of a prediction depend only on the ground truth of its own video and on the
+    predictions of the same class and video ranked above it, so they hold for any resample of
+    the videos (``tal.evaluation.bootstrap`` reweights them)."""
+
+    thresholds: np.ndarray
+    class_index: dict[str, int]
+    """Ground-truth class name -> code (order of first appearance, as the official code)."""
+    video_ids: list[str]
+    """The subset's videos, by code."""
+    class_bounds: np.ndarray
+    """Predictions of class c are ``[class_bounds[c], class_bounds[c + 1])``."""
+    video: np.ndarray
+    """Video code of each prediction in evaluation order (>= len(video_ids): outside the
+    subset)."""
+    tp: np.ndarray
+    """True positives ``[T, N]`` in evaluation order."""
+    gt_class: np.ndarray
+    gt_video: np.ndarray
+    """Class and video code of each ground-truth instance."""
+    ignored_labels: dict[str, int]
+    num_predictions: int
+
+
+def match_detections(
     ground_truth: AnnotationSet,
     predictions: Detections,
     subset: str = "validation",
     tiou_thresholds: Sequence[float] = THUMOS14_TIOU,
-    curves: bool = False,
-) -> DetectionResult:
-    """mAP of ``predictions`` against the ``subset`` videos of ``ground_truth``.
-
-    Predictions on videos outside the subset are false positives; labels that the subset's
-    ground truth does not have are ignored and reported in ``ignored_labels`` (and logged).
-    """
+) -> MatchedDetections:
+    """Sort ``predictions`` as the official evaluation does and match them to the ``subset``
+    ground truth at every threshold (``evaluate_detection`` without the AP)."""
     subset = normalize_subset(subset, f"{ground_truth.source}: evaluation subset")
     thresholds = np.asarray(list(tiou_thresholds), dtype=np.float64)
     if thresholds.ndim != 1 or len(thresholds) == 0:
@@ -262,12 +285,39 @@ def evaluate_detection(
     pos = np.searchsorted(slot_keys, p_key).clip(0, len(slot_keys) - 1)
     slot = np.where(slot_keys[pos] == p_key, pos, -1)
     tp = _match(slot, predictions.start[order], predictions.end[order], g_slot, gs, ge, thresholds)
+    return MatchedDetections(
+        thresholds=thresholds,
+        class_index=class_index,
+        video_ids=list(video_index),
+        class_bounds=cls_bounds,
+        video=p_vid[order],
+        tp=tp,
+        gt_class=gc,
+        gt_video=gv,
+        ignored_labels=ignored,
+        num_predictions=int(known.sum()),
+    )
 
-    npos = np.bincount(gc, minlength=len(class_index))
+
+def evaluate_detection(
+    ground_truth: AnnotationSet,
+    predictions: Detections,
+    subset: str = "validation",
+    tiou_thresholds: Sequence[float] = THUMOS14_TIOU,
+    curves: bool = False,
+) -> DetectionResult:
+    """mAP of ``predictions`` against the ``subset`` videos of ``ground_truth``.
+
+    Predictions on videos outside the subset are false positives; labels that the subset's
+    ground truth does not have are ignored and reported in ``ignored_labels`` (and logged).
+    """
+    m = match_detections(ground_truth, predictions, subset, tiou_thresholds)
+    class_index, tp, thresholds = m.class_index, m.tp, m.thresholds
+    npos = np.bincount(m.gt_class, minlength=len(class_index))
     ap = np.zeros((len(thresholds), len(class_index)))
     class_names = {c: name for name, c in class_index.items()}
     pr: dict[str, tuple[np.ndarray, np.ndarray]] | None = {} if curves else None
-    for c, (lo, hi) in enumerate(itertools.pairwise(cls_bounds)):  # one iteration per class
+    for c, (lo, hi) in enumerate(itertools.pairwise(m.class_bounds)):  # one per class
         if hi == lo:
             continue  # no prediction of this class: AP 0
         tp_cum = np.cumsum(tp[:, lo:hi], axis=1, dtype=np.float64)
@@ -283,8 +333,8 @@ def evaluate_detection(
         mAP=m_ap.tolist(),
         average_mAP=float(m_ap.mean()),
         per_class_ap=per_class,
-        num_ground_truth=len(gv),
-        num_predictions=int(known.sum()),
-        ignored_labels=ignored,
+        num_ground_truth=len(m.gt_video),
+        num_predictions=m.num_predictions,
+        ignored_labels=m.ignored_labels,
         curves=pr,
     )
