@@ -86,17 +86,21 @@ class VideoPlan:
     """Preset ``camera``: the view's path (sprites are already in screen coordinates)."""
 
 
-def _frames(seconds: float, fps: float, minimum: int = 1) -> int:
+def to_frames(seconds: float, fps: float, minimum: int = 1) -> int:
+    """``seconds`` as a whole number of frames at ``fps``, at least ``minimum``."""
     return max(minimum, round(seconds * fps))
 
 
-def _fade(f: np.ndarray, appear: int, vanish: int, fade_in: int, fade_out: int) -> np.ndarray:
+def fade_curve(f: np.ndarray, appear: int, vanish: int, fade_in: int, fade_out: int) -> np.ndarray:
+    """Opacity at frames ``f`` of an object on screen in ``[appear, vanish)``: a linear fade
+    in over ``fade_in`` frames and out over ``fade_out``."""
     up = np.clip((f - appear + 1) / fade_in, 0.0, 1.0)
     down = np.clip((vanish - f) / fade_out, 0.0, 1.0)
     return up * down
 
 
-def _background(rng: np.random.Generator, frames: int, fps: float, size: int) -> Background:
+def draw_background(rng: np.random.Generator, frames: int, fps: float, size: int) -> Background:
+    """A textured background with a slow two-axis drift and a slow brightness change."""
     margin = int(np.ceil(0.08 * size)) + 2
     texture = make_texture(rng, size + 2 * margin + 1, size)
     t = np.arange(frames) / fps
@@ -112,11 +116,12 @@ def _background(rng: np.random.Generator, frames: int, fps: float, size: int) ->
     return Background(texture, pans[0], pans[1], gain, float(rng.uniform(0.005, 0.012)))
 
 
-def _random_color(rng: np.random.Generator) -> np.ndarray:
+def random_color(rng: np.random.Generator) -> np.ndarray:
+    """A saturated, bright RGB colour for an object (actors and distractors alike)."""
     return hsv_to_rgb(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.75, 1.0))
 
 
-def _distractors(
+def draw_distractors(
     rng: np.random.Generator, frames: int, fps: float, size: int, shapes: list[str]
 ) -> list[Sprite]:
     """2-4 slots, each a sequence of lives: fade in, wander slowly, fade out, pause."""
@@ -124,15 +129,15 @@ def _distractors(
     for _ in range(int(rng.integers(2, 5))):
         start = round(rng.uniform(-6.0, 2.0) * fps)  # may already be on screen at frame 0
         while start < frames:
-            life = _frames(rng.uniform(4.0, 14.0), fps)
-            fade_in, fade_out = (_frames(rng.uniform(*FADE_S), fps) for _ in range(2))
+            life = to_frames(rng.uniform(4.0, 14.0), fps)
+            fade_in, fade_out = (to_frames(rng.uniform(*FADE_S), fps) for _ in range(2))
             vanish = start + life
             f0, f1 = max(0, start), min(frames, vanish)
             if f1 - f0 > 1:
                 sprites.append(
                     _wanderer(rng, fps, size, shapes, start, vanish, f0, f1, fade_in, fade_out)
                 )
-            start = vanish + _frames(rng.uniform(0.5, 4.0), fps)
+            start = vanish + to_frames(rng.uniform(0.5, 4.0), fps)
     return sprites
 
 
@@ -170,7 +175,7 @@ def _wanderer(
     spin = rng.uniform(-0.5, 0.5)
     return Sprite(
         shape=shape,
-        color=_random_color(rng),
+        color=random_color(rng),
         radius=radius,
         f0=f0,
         f1=f1,
@@ -180,7 +185,7 @@ def _wanderer(
         sx=np.ones(n),
         sy=np.ones(n),
         bright=np.ones(n),
-        alpha=_fade(f, appear, vanish, fade_in, fade_out)[keep],
+        alpha=fade_curve(f, appear, vanish, fade_in, fade_out)[keep],
         layer=2 if rng.random() < 0.2 else 0,
     )
 
@@ -191,27 +196,27 @@ def _schedule(
     """Instance timings as frames: (appear, fade_in, start, end, fade_out, vanish)."""
     slots = []
     prev: tuple[int, int] | None = None
-    min_action = _frames(MIN_ACTION_S, fps)
+    min_action = to_frames(MIN_ACTION_S, fps)
     while True:
-        fade_in, fade_out = (_frames(rng.uniform(*FADE_S), fps) for _ in range(2))
-        lead_in, lead_out = (_frames(rng.uniform(*IDLE_S), fps) for _ in range(2))
-        wanted = _frames(np.exp(rng.uniform(*np.log(ACTION_S))), fps)
+        fade_in, fade_out = (to_frames(rng.uniform(*FADE_S), fps) for _ in range(2))
+        lead_in, lead_out = (to_frames(rng.uniform(*IDLE_S), fps) for _ in range(2))
+        wanted = to_frames(np.exp(rng.uniform(*np.log(ACTION_S))), fps)
         gap_draw = rng.random()
         if prev is None:
-            start = _frames(rng.uniform(0.0, 1.5), fps, minimum=0) + fade_in + lead_in
+            start = to_frames(rng.uniform(0.0, 1.5), fps, minimum=0) + fade_in + lead_in
         elif gap_draw < 0.1:  # a small overlap with the previous action
             prev_len = prev[1] - prev[0]
-            start = prev[1] - _frames(rng.uniform(0.15, 0.4) * prev_len / fps, fps)
+            start = prev[1] - to_frames(rng.uniform(0.15, 0.4) * prev_len / fps, fps)
         elif gap_draw < 0.4:
-            start = prev[1] + _frames(rng.uniform(0.2, 1.0), fps)
+            start = prev[1] + to_frames(rng.uniform(0.2, 1.0), fps)
         else:
-            start = prev[1] + _frames(rng.uniform(1.0, 4.5), fps)
+            start = prev[1] + to_frames(rng.uniform(1.0, 4.5), fps)
         start = max(start, fade_in + lead_in)
         room = frames - lead_out - fade_out - start
         if room < min_action and prev is None:
             # The first instance always fits (see MIN_VIDEO_S): shortest fades and idles.
-            fade_in = fade_out = _frames(FADE_S[0], fps)
-            lead_in = lead_out = _frames(IDLE_S[0], fps)
+            fade_in = fade_out = to_frames(FADE_S[0], fps)
+            lead_in = lead_out = to_frames(IDLE_S[0], fps)
             start = fade_in + lead_in
             room = frames - lead_out - fade_out - start
         if room < min_action:
@@ -268,7 +273,7 @@ def _actor(
             float(np.max(cx + dx[act] + reach[act])),
             float(np.max(cy + dy[act] + reach[act])),
         )
-        clash = sum(_overlap(box, other) for a, b, other in taken if a < vanish and appear < b)
+        clash = sum(box_overlap(box, other) for a, b, other in taken if a < vanish and appear < b)
         if best is None or clash < best[0]:
             best = (clash, cx, cy, box)
         if clash == 0:
@@ -278,7 +283,7 @@ def _actor(
     taken.append((appear, vanish, box))
     sprite = Sprite(
         shape=spec.shape,
-        color=_random_color(rng),
+        color=random_color(rng),
         radius=radius,
         f0=appear,
         f1=vanish,
@@ -288,7 +293,7 @@ def _actor(
         sx=pose.sx,
         sy=pose.sy,
         bright=pose.bright,
-        alpha=_fade(f, appear, vanish, fade_in, fade_out),
+        alpha=fade_curve(f, appear, vanish, fade_in, fade_out),
         layer=1,
     )
     ibox = (
@@ -303,7 +308,8 @@ def _actor(
     return sprite, inst
 
 
-def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+def box_overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Area shared by two ``(x0, y0, x1, y1)`` boxes."""
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
     return max(0.0, w) * max(0.0, h)
@@ -320,10 +326,10 @@ def plan_video(
 ) -> VideoPlan:
     """Draw video ``index`` of the dataset with ``seed`` (pure: same inputs, same plan)."""
     rng = np.random.default_rng([seed, index])
-    frames = max(_frames(rng.uniform(min_duration, max_duration), fps), 2)
-    plan = VideoPlan(index, frames, fps, size, _background(rng, frames, fps, size))
+    frames = max(to_frames(rng.uniform(min_duration, max_duration), fps), 2)
+    plan = VideoPlan(index, frames, fps, size, draw_background(rng, frames, fps, size))
     shapes = sorted({c.shape for c in classes})
-    plan.sprites += _distractors(rng, frames, fps, size, shapes)
+    plan.sprites += draw_distractors(rng, frames, fps, size, shapes)
     weights = rng.dirichlet(np.full(len(classes), 2.0))
     taken: list[tuple[int, int, tuple[float, float, float, float]]] = []
     for slot in _schedule(rng, frames, fps):

@@ -30,12 +30,12 @@ from tal.synth.plan import (
     RADIUS,
     PlannedInstance,
     VideoPlan,
-    _background,
-    _distractors,
-    _fade,
-    _frames,
-    _overlap,
-    _random_color,
+    box_overlap,
+    draw_background,
+    draw_distractors,
+    fade_curve,
+    random_color,
+    to_frames,
 )
 from tal.synth.presets import (
     BurstSpec,
@@ -103,25 +103,25 @@ def _track(
     slots: list[_Slot] = []
     prev_end: int | None = None
     prev_len = 0
-    min_action = _frames(s.min_action_s, fps)
+    min_action = to_frames(s.min_action_s, fps)
     while True:
-        fade_in, fade_out = (_frames(rng.uniform(*FADE_S), fps) for _ in range(2))
-        lead_in, lead_out = (_frames(rng.uniform(*s.idle_s), fps) for _ in range(2))
-        wanted = _frames(np.exp(rng.uniform(*np.log(s.action_s))), fps)
+        fade_in, fade_out = (to_frames(rng.uniform(*FADE_S), fps) for _ in range(2))
+        lead_in, lead_out = (to_frames(rng.uniform(*s.idle_s), fps) for _ in range(2))
+        wanted = to_frames(np.exp(rng.uniform(*np.log(s.action_s))), fps)
         cue_len = cue_lead = cue_after = 0
         if cue is not None:
-            cue_len = _frames(rng.uniform(*cue.duration_s), fps)
-            cue_lead = _frames(rng.uniform(*cue.lead_s), fps)
-            cue_after = _frames(rng.uniform(*cue.after_s), fps)
+            cue_len = to_frames(rng.uniform(*cue.duration_s), fps)
+            cue_lead = to_frames(rng.uniform(*cue.lead_s), fps)
+            cue_after = to_frames(rng.uniform(*cue.after_s), fps)
         gap_draw = rng.random()
         if prev_end is None:
-            start = _frames(rng.uniform(*s.first_s), fps, minimum=0) + fade_in + lead_in
+            start = to_frames(rng.uniform(*s.first_s), fps, minimum=0) + fade_in + lead_in
         elif gap_draw < s.overlap_p:
-            start = prev_end - _frames(rng.uniform(0.15, 0.4) * prev_len / fps, fps)
+            start = prev_end - to_frames(rng.uniform(0.15, 0.4) * prev_len / fps, fps)
         elif gap_draw < s.overlap_p + s.short_gap_p:
-            start = prev_end + _frames(rng.uniform(*s.short_gap_s), fps)
+            start = prev_end + to_frames(rng.uniform(*s.short_gap_s), fps)
         else:
-            start = prev_end + _frames(rng.uniform(*s.long_gap_s), fps)
+            start = prev_end + to_frames(rng.uniform(*s.long_gap_s), fps)
         earliest = fade_in + lead_in
         if cue is not None:  # the cue fits between the previous action and this one
             earliest = max(earliest, (prev_end or 0) + cue_after + cue_len + cue_lead)
@@ -129,12 +129,12 @@ def _track(
         room = frames - lead_out - fade_out - start
         if room < min_action and prev_end is None:
             # The first instance always fits (see Scenario.min_video_s): shortest everything.
-            fade_in = fade_out = _frames(FADE_S[0], fps)
-            lead_in = lead_out = _frames(s.idle_s[0], fps)
+            fade_in = fade_out = to_frames(FADE_S[0], fps)
+            lead_in = lead_out = to_frames(s.idle_s[0], fps)
             start = fade_in + lead_in
             if cue is not None:
-                cue_len = _frames(cue.duration_s[0], fps)
-                cue_lead = _frames(cue.lead_s[0], fps)
+                cue_len = to_frames(cue.duration_s[0], fps)
+                cue_lead = to_frames(cue.lead_s[0], fps)
                 start = max(start, cue_len + cue_lead)
             room = frames - lead_out - fade_out - start
         if room < min_action:
@@ -214,13 +214,13 @@ def _sway_and_bursts(
     if duration >= spec.two_from_s:
         count = int(rng.integers(spec.count[0], spec.count[1] + 1))
     cap = max(1, int(spec.max_fraction * n_act) // count)
-    margin = _frames(0.2, fps, minimum=0)
+    margin = to_frames(0.2, fps, minimum=0)
     cycles = 0
     bursts = []
     for k in range(count):
         s0 = start + (n_act * k) // count
         s1 = start + (n_act * (k + 1)) // count
-        length = min(_frames(rng.uniform(*spec.duration_s), fps), cap, s1 - s0)
+        length = min(to_frames(rng.uniform(*spec.duration_s), fps), cap, s1 - s0)
         lo, hi = s0 + margin, s1 - margin - length
         if hi < lo:
             lo = hi = s0 + (s1 - s0 - length) // 2
@@ -301,7 +301,7 @@ def _actor(
             float(np.max(cx + dx[act] + reach[act])),
             float(np.max(cy + dy[act] + reach[act])),
         )
-        clash = sum(_overlap(box, other) for a, b, other in taken if a < vanish and appear < b)
+        clash = sum(box_overlap(box, other) for a, b, other in taken if a < vanish and appear < b)
         if best is None or clash < best[0]:
             best = (clash, cx, cy, box)
         if clash == 0:
@@ -311,7 +311,7 @@ def _actor(
     taken.append((appear, vanish, box))
     sprite = Sprite(
         shape=shape,
-        color=_random_color(rng),
+        color=random_color(rng),
         radius=radius,
         f0=appear,
         f1=vanish,
@@ -321,7 +321,7 @@ def _actor(
         sx=pose.sx,
         sy=pose.sy,
         bright=pose.bright,
-        alpha=_fade(f, appear, vanish, slot.fade_in, slot.fade_out),
+        alpha=fade_curve(f, appear, vanish, slot.fade_in, slot.fade_out),
         layer=1,
     )
     if camera is not None:  # the annotated box is where the action is on screen
@@ -390,7 +390,7 @@ def _cue(
     for _ in range(30):
         cx, cy = rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
         box = (cx - reach, cy - reach, cx + reach, cy + reach)
-        clash = sum(_overlap(box, other) for a, b, other in taken if a < c1 and c0 < b)
+        clash = sum(box_overlap(box, other) for a, b, other in taken if a < c1 and c0 < b)
         if best is None or clash < best[0]:
             best = (clash, cx, cy, box)
         if clash == 0:
@@ -413,7 +413,7 @@ def _cue(
         sx=np.ones(n),
         sy=np.ones(n),
         bright=np.ones(n),
-        alpha=_fade(f, c0, c1, 2, 2),
+        alpha=fade_curve(f, c0, c1, 2, 2),
         layer=2,
     )
 
@@ -433,16 +433,16 @@ def plan_scenario_video(
     ``classes`` is ``scenario_class_specs(scenario.class_set, n)``.
     """
     rng = np.random.default_rng([seed, index])
-    frames = max(_frames(rng.uniform(min_duration, max_duration), fps), 2)
+    frames = max(to_frames(rng.uniform(min_duration, max_duration), fps), 2)
     camera = None
     if scenario.camera is None:
-        background = _background(rng, frames, fps, size)
+        background = draw_background(rng, frames, fps, size)
     else:
         camera, background = _camera(rng, frames, fps, size, scenario.camera)
     plan = VideoPlan(index, frames, fps, size, background, camera=camera)
     shapes = sorted({st.shape for c in classes for st in c.styles} | {c.shape for c in classes})
     shapes = [s for s in shapes if s != "mixed"]
-    plan.sprites += _distractors(rng, frames, fps, size, shapes)
+    plan.sprites += draw_distractors(rng, frames, fps, size, shapes)
     if scenario.one_class_per_video:
         weights = np.zeros(len(classes))
         weights[int(rng.integers(len(classes)))] = 1.0
