@@ -11,6 +11,7 @@ actors, drift and wander slowly, and come and go, but never perform a pattern.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -235,7 +236,7 @@ def _actor(
     slot: tuple[int, int, int, int, int, int],
     fps: float,
     size: int,
-    taken: list[tuple[int, int, tuple[float, float, float, float]]],
+    taken: Taken,
 ) -> tuple[Sprite, PlannedInstance]:
     """The sprite of one instance, placed so its whole path stays in frame."""
     appear, fade_in, start, end, fade_out, vanish = slot
@@ -263,24 +264,13 @@ def _actor(
     lo_x, hi_x = np.max(reach - dx) + 1, np.min(size - reach - dx) - 1
     lo_y, hi_y = np.max(reach - dy) + 1, np.min(size - reach - dy) - 1
     act = slice(start - appear, end - appear)
-    best = None
-    for _ in range(30):  # keep away from actors on screen at the same time
-        cx = rng.uniform(lo_x, hi_x) if hi_x > lo_x else (lo_x + hi_x) / 2
-        cy = rng.uniform(lo_y, hi_y) if hi_y > lo_y else (lo_y + hi_y) / 2
-        box = (
-            float(np.min(cx + dx[act] - reach[act])),
-            float(np.min(cy + dy[act] - reach[act])),
-            float(np.max(cx + dx[act] + reach[act])),
-            float(np.max(cy + dy[act] + reach[act])),
-        )
-        clash = sum(box_overlap(box, other) for a, b, other in taken if a < vanish and appear < b)
-        if best is None or clash < best[0]:
-            best = (clash, cx, cy, box)
-        if clash == 0:
-            break
-    assert best is not None
-    _, cx, cy, box = best
-    taken.append((appear, vanish, box))
+    cx, cy, box = place_apart(
+        rng,
+        (lo_x, hi_x, lo_y, hi_y),
+        path_box(dx[act], dy[act], reach[act]),
+        (appear, vanish),
+        taken,
+    )
     sprite = Sprite(
         shape=spec.shape,
         color=random_color(rng),
@@ -296,16 +286,77 @@ def _actor(
         alpha=fade_curve(f, appear, vanish, fade_in, fade_out),
         layer=1,
     )
-    ibox = (
+    inst = PlannedInstance(
+        spec.id,
+        spec.name,
+        start,
+        end,
+        (appear, vanish),
+        cycles,
+        float(amplitude),
+        pixel_box(box, size),
+    )
+    return sprite, inst
+
+
+Box = tuple[float, float, float, float]
+"""``(x0, y0, x1, y1)`` in pixels."""
+Taken = list[tuple[int, int, Box]]
+"""Boxes already placed, each with the frames ``[f0, f1)`` it is on screen."""
+
+
+def path_box(dx: np.ndarray, dy: np.ndarray, reach: np.ndarray) -> Callable[[float, float], Box]:
+    """The box an object with offsets ``dx, dy`` and extent ``reach`` (per frame) covers when
+    its rest point is at ``(cx, cy)``."""
+
+    def box(cx: float, cy: float) -> Box:
+        return (
+            float(np.min(cx + dx - reach)),
+            float(np.min(cy + dy - reach)),
+            float(np.max(cx + dx + reach)),
+            float(np.max(cy + dy + reach)),
+        )
+
+    return box
+
+
+def place_apart(
+    rng: np.random.Generator,
+    bounds: tuple[float, float, float, float],
+    box_at: Callable[[float, float], Box],
+    frames: tuple[int, int],
+    taken: Taken,
+) -> tuple[float, float, Box]:
+    """A rest point ``(cx, cy)`` in ``bounds`` ``(lo_x, hi_x, lo_y, hi_y)`` (the middle of an
+    empty range) whose box overlaps least the boxes of ``taken`` on screen in the same
+    ``frames`` ``[f0, f1)``: up to 30 draws, the first without overlap wins. The chosen box
+    joins ``taken``."""
+    lo_x, hi_x, lo_y, hi_y = bounds
+    f0, f1 = frames
+    best = None
+    for _ in range(30):
+        cx = rng.uniform(lo_x, hi_x) if hi_x > lo_x else (lo_x + hi_x) / 2
+        cy = rng.uniform(lo_y, hi_y) if hi_y > lo_y else (lo_y + hi_y) / 2
+        box = box_at(cx, cy)
+        clash = sum(box_overlap(box, other) for a, b, other in taken if a < f1 and f0 < b)
+        if best is None or clash < best[0]:
+            best = (clash, cx, cy, box)
+        if clash == 0:
+            break
+    assert best is not None
+    _, cx, cy, box = best
+    taken.append((f0, f1, box))
+    return cx, cy, box
+
+
+def pixel_box(box: Box, size: int) -> tuple[int, int, int, int]:
+    """``box`` widened to whole pixels and clipped to a ``size`` frame."""
+    return (
         max(0, int(box[0])),
         max(0, int(box[1])),
         min(size, int(np.ceil(box[2])) + 1),
         min(size, int(np.ceil(box[3])) + 1),
     )
-    inst = PlannedInstance(
-        spec.id, spec.name, start, end, (appear, vanish), cycles, float(amplitude), ibox
-    )
-    return sprite, inst
 
 
 def box_overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -331,7 +382,7 @@ def plan_video(
     shapes = sorted({c.shape for c in classes})
     plan.sprites += draw_distractors(rng, frames, fps, size, shapes)
     weights = rng.dirichlet(np.full(len(classes), 2.0))
-    taken: list[tuple[int, int, tuple[float, float, float, float]]] = []
+    taken: Taken = []
     for slot in _schedule(rng, frames, fps):
         spec = classes[int(rng.choice(len(classes), p=weights))]
         sprite, inst = _actor(rng, spec, slot, fps, size, taken)

@@ -29,11 +29,14 @@ from tal.synth.plan import (
     FADE_S,
     RADIUS,
     PlannedInstance,
+    Taken,
     VideoPlan,
-    box_overlap,
     draw_background,
     draw_distractors,
     fade_curve,
+    path_box,
+    pixel_box,
+    place_apart,
     random_color,
     to_frames,
 )
@@ -52,9 +55,6 @@ CUE_COLORS = {"star": (0.14, 0.85, 1.0), "crescent": (0.52, 0.85, 1.0)}
 """HSV of each cue: yellow stars, cyan crescents (shape and colour both name the cue)."""
 _DEPTH_MOTIONS = ("grow", "blink", "squash", "rotate")
 """Motions whose amplitude is a depth (or unused), not a displacement in frame sizes."""
-
-Box = tuple[float, float, float, float]
-Taken = list[tuple[int, int, Box]]
 
 
 def scenario_class_specs(class_set: ClassSet, classes: int) -> list[ClassSpec]:
@@ -291,24 +291,13 @@ def _actor(
     lo_x, hi_x = np.max(vx0 + reach - dx) + 1, np.min(vx1 - reach - dx) - 1
     lo_y, hi_y = np.max(vy0 + reach - dy) + 1, np.min(vy1 - reach - dy) - 1
     act = slice(start - appear, end - appear)
-    best = None
-    for _ in range(30):  # keep away from actors on screen at the same time
-        cx = rng.uniform(lo_x, hi_x) if hi_x > lo_x else (lo_x + hi_x) / 2
-        cy = rng.uniform(lo_y, hi_y) if hi_y > lo_y else (lo_y + hi_y) / 2
-        box = (
-            float(np.min(cx + dx[act] - reach[act])),
-            float(np.min(cy + dy[act] - reach[act])),
-            float(np.max(cx + dx[act] + reach[act])),
-            float(np.max(cy + dy[act] + reach[act])),
-        )
-        clash = sum(box_overlap(box, other) for a, b, other in taken if a < vanish and appear < b)
-        if best is None or clash < best[0]:
-            best = (clash, cx, cy, box)
-        if clash == 0:
-            break
-    assert best is not None
-    _, cx, cy, box = best
-    taken.append((appear, vanish, box))
+    cx, cy, box = place_apart(
+        rng,
+        (lo_x, hi_x, lo_y, hi_y),
+        path_box(dx[act], dy[act], reach[act]),
+        (appear, vanish),
+        taken,
+    )
     sprite = Sprite(
         shape=shape,
         color=random_color(rng),
@@ -332,18 +321,7 @@ def _actor(
             (cy + dy[act] - camera.y0[fa]) * z,
             reach[act] * z,
         )
-        box = (
-            float(np.min(xs - r)),
-            float(np.min(ys - r)),
-            float(np.max(xs + r)),
-            float(np.max(ys + r)),
-        )
-    ibox = (
-        max(0, int(box[0])),
-        max(0, int(box[1])),
-        min(size, int(np.ceil(box[2])) + 1),
-        min(size, int(np.ceil(box[3])) + 1),
-    )
+        box = path_box(xs, ys, r)(0.0, 0.0)
     inst = PlannedInstance(
         spec.id,
         spec.name,
@@ -352,7 +330,7 @@ def _actor(
         (appear, vanish),
         cycles,
         float(amplitude),
-        ibox,
+        pixel_box(box, size),
         style=style,
         bursts=burst_frames,
     )
@@ -386,18 +364,13 @@ def _cue(
     reach = radius * 1.3
     lo_x, hi_x = np.max(vx0) + reach + 1, np.min(vx1) - reach - 1
     lo_y, hi_y = np.max(vy0) + reach + 1, np.min(vy1) - reach - 1
-    best = None
-    for _ in range(30):
-        cx, cy = rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
-        box = (cx - reach, cy - reach, cx + reach, cy + reach)
-        clash = sum(box_overlap(box, other) for a, b, other in taken if a < c1 and c0 < b)
-        if best is None or clash < best[0]:
-            best = (clash, cx, cy, box)
-        if clash == 0:
-            break
-    assert best is not None
-    _, cx, cy, box = best
-    taken.append((c0, c1, box))
+    cx, cy, _ = place_apart(
+        rng,
+        (lo_x, hi_x, lo_y, hi_y),
+        lambda x, y: (x - reach, y - reach, x + reach, y + reach),
+        (c0, c1),
+        taken,
+    )
     n = c1 - c0
     f = np.arange(c0, c1)
     hue, sat, val = CUE_COLORS[shape]
