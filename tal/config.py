@@ -24,7 +24,7 @@ from pydantic import (
 
 from features.errors import UserInputError
 from features.video import VIDEO_EXTENSIONS
-from tal.synth.presets import PRESETS, PresetName
+from tal.synth.presets import PLAIN_DEFAULTS, PRESETS, PresetName
 
 
 class ConfigError(UserInputError):
@@ -45,13 +45,28 @@ class SynthConfig(_Section):
     resolved values are what ``model_dump()`` (and the dataset's ``synth.json``) hold.
     """
 
-    videos: int = Field(24, ge=3, description="number of videos (split training/validation/test)")
-    classes: int = Field(6, ge=2, le=20, description="number of action classes")
+    videos: int = Field(
+        PLAIN_DEFAULTS["videos"],
+        ge=3,
+        description="number of videos (split training/validation/test)",
+    )
+    classes: int = Field(
+        PLAIN_DEFAULTS["classes"], ge=2, le=20, description="number of action classes"
+    )
     seed: int = Field(0, ge=0)
-    size: int = Field(128, ge=32, le=1024, description="frame width and height in pixels (even)")
-    fps: float = Field(15.0, ge=5, le=120)
-    min_duration: float = Field(20.0, ge=3.5, description="shortest video, seconds")
-    max_duration: float = Field(40.0, gt=0, description="longest video, seconds")
+    size: int = Field(
+        PLAIN_DEFAULTS["size"],
+        ge=32,
+        le=1024,
+        description="frame width and height in pixels (even)",
+    )
+    fps: float = Field(PLAIN_DEFAULTS["fps"], ge=5, le=120)
+    min_duration: float = Field(
+        PLAIN_DEFAULTS["min_duration"], ge=3.5, description="shortest video, seconds"
+    )
+    max_duration: float = Field(
+        PLAIN_DEFAULTS["max_duration"], gt=0, description="longest video, seconds"
+    )
     preset: PresetName | None = Field(
         None,
         description="a named benchmark (`tal synth --list-presets`); its sizes fill the "

@@ -47,20 +47,6 @@ class SynthSummary:
     class_names: list[str]
 
 
-@dataclass(frozen=True)
-class _Job:
-    index: int
-    video_id: str
-    path: str
-    seed: int
-    classes: tuple[ClassSpec, ...]
-    size: int
-    fps: float
-    min_duration: float
-    max_duration: float
-    scenario: Scenario | None = None
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -128,19 +114,21 @@ def assign_subsets(videos: int, seed: int) -> list[str]:
 
 
 def _plan(job: _Job) -> VideoPlan:
-    args = (job.seed, job.index, list(job.classes), job.size, job.fps)
-    if job.scenario is None:
-        return plan_video(*args, job.min_duration, job.max_duration)
-    return plan_scenario_video(*args, job.min_duration, job.max_duration, job.scenario)
+    st = job.settings
+    args = (st.seed, job.index, list(st.specs), st.size, st.fps, st.min_duration, st.max_duration)
+    if st.scenario is None:
+        return plan_video(*args)
+    return plan_scenario_video(*args, st.scenario)
 
 
 def _render_video(job: _Job) -> dict[str, Any]:
     """Plan, render and encode one video (runs in a worker process)."""
+    st = job.settings
     plan = _plan(job)
     frames = render_frames(
-        plan.background, plan.sprites, plan.frames, job.size, [job.seed, job.index, 1]
+        plan.background, plan.sprites, plan.frames, st.size, [st.seed, job.index, 1]
     )
-    written = write_h264(job.path, frames, job.fps)
+    written = write_h264(job.path, frames, st.fps)
     if written != plan.frames:
         raise RuntimeError(f"{job.path}: wrote {written} frames, planned {plan.frames}")
     return {
@@ -196,19 +184,14 @@ class _Settings:
             out["preset"] = self.preset
         return out
 
-    def job(self, index: int, video_id: str, path: str) -> _Job:
-        return _Job(
-            index,
-            video_id,
-            path,
-            self.seed,
-            self.specs,
-            self.size,
-            self.fps,
-            self.min_duration,
-            self.max_duration,
-            self.scenario,
-        )
+
+@dataclass(frozen=True)
+class _Job:
+    """One video to plan, render and write to ``path`` (sent to a worker process)."""
+
+    index: int
+    path: str
+    settings: _Settings
 
 
 def _settings(
@@ -274,7 +257,7 @@ def iter_plans(
     st = _settings(videos, classes, seed, size, fps, min_duration, max_duration, 1, preset)
     subsets = assign_subsets(st.videos, st.seed)
     for i in range(st.videos):
-        yield subsets[i], _plan(st.job(i, _video_id(i, st.videos), ""))
+        yield subsets[i], _plan(_Job(i, "", st))
 
 
 def generate_dataset(
@@ -312,7 +295,7 @@ def generate_dataset(
     (out / "synth.json").unlink(missing_ok=True)
     ids = [_video_id(i, videos) for i in range(videos)]
     _remove_stale(video_dir, {f"{v}.mp4" for v in ids})
-    jobs = [st.job(i, vid, str(video_dir / f"{vid}.mp4")) for i, vid in enumerate(ids)]
+    jobs = [_Job(i, str(video_dir / f"{vid}.mp4"), st) for i, vid in enumerate(ids)]
     results: dict[int, dict[str, Any]] = {}
 
     def finished(result: dict[str, Any]) -> None:
