@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from features.errors import UserInputError
-from tal.synth.presets import PRESET_NAMES
+from tal.synth.presets import PLAIN_DEFAULTS, PRESET_NAMES
 
 app = typer.Typer(
     name="tal",
@@ -90,20 +90,28 @@ _PRESET_HELP = (
 @app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="folder for videos/, annotations.json")],
-    videos: Annotated[int | None, typer.Option(help="number of videos (default 24)")] = None,
+    videos: Annotated[
+        int | None, typer.Option(help=f"number of videos (default {PLAIN_DEFAULTS['videos']})")
+    ] = None,
     classes: Annotated[
-        int | None, typer.Option(help="number of action classes (default 6)")
+        int | None,
+        typer.Option(help=f"number of action classes (default {PLAIN_DEFAULTS['classes']})"),
     ] = None,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same dataset)")] = 0,
     size: Annotated[
-        int | None, typer.Option(help="frame width and height in pixels (default 128)")
+        int | None,
+        typer.Option(help=f"frame width and height in pixels (default {PLAIN_DEFAULTS['size']})"),
     ] = None,
-    fps: Annotated[float | None, typer.Option(help="frames per second (default 15)")] = None,
+    fps: Annotated[
+        float | None, typer.Option(help=f"frames per second (default {PLAIN_DEFAULTS['fps']:g})")
+    ] = None,
     min_duration: Annotated[
-        float | None, typer.Option(help="shortest video, seconds (default 20)")
+        float | None,
+        typer.Option(help=f"shortest video, seconds (default {PLAIN_DEFAULTS['min_duration']:g})"),
     ] = None,
     max_duration: Annotated[
-        float | None, typer.Option(help="longest video, seconds (default 40)")
+        float | None,
+        typer.Option(help=f"longest video, seconds (default {PLAIN_DEFAULTS['max_duration']:g})"),
     ] = None,
     workers: Annotated[int, typer.Option(help="processes used to render")] = 2,
     preset: Annotated[str | None, typer.Option(help=_PRESET_HELP)] = None,
