@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tal.synth.classes import MOTION_BY_NAME, ClassSpec, action_pose
+from tal.synth.classes import MOTION_BY_NAME, ClassSpec, Pose, action_pose
 from tal.synth.render import Background, Camera, Sprite, hsv_to_rgb, make_texture
 
 MIN_ACTION_S = 1.0
@@ -254,37 +254,8 @@ def _actor(
     pose = action_pose(
         spec.motion, (f + 0.5 - start) / fps, duration, cycles, amplitude, direction, rng
     )
-    radius = rng.uniform(*RADIUS) * size
-    t = (f - appear) / fps
-    heading = rng.uniform(0, 2 * np.pi)
-    drift = rng.uniform(0.0, 0.012) * size
-    dx = pose.dx + drift * np.cos(heading) * t
-    dy = pose.dy + drift * np.sin(heading) * t
-    reach = radius * 1.3 * np.maximum(pose.sx, pose.sy)
-    lo_x, hi_x = np.max(reach - dx) + 1, np.min(size - reach - dx) - 1
-    lo_y, hi_y = np.max(reach - dy) + 1, np.min(size - reach - dy) - 1
-    act = slice(start - appear, end - appear)
-    cx, cy, box = place_apart(
-        rng,
-        (lo_x, hi_x, lo_y, hi_y),
-        path_box(dx[act], dy[act], reach[act]),
-        (appear, vanish),
-        taken,
-    )
-    sprite = Sprite(
-        shape=spec.shape,
-        color=random_color(rng),
-        radius=radius,
-        f0=appear,
-        f1=vanish,
-        x=cx + dx,
-        y=cy + dy,
-        angle=rng.uniform(0, 2 * np.pi) + rng.uniform(-0.3, 0.3) * t + pose.angle,
-        sx=pose.sx,
-        sy=pose.sy,
-        bright=pose.bright,
-        alpha=fade_curve(f, appear, vanish, fade_in, fade_out),
-        layer=1,
+    sprite, box = place_actor(
+        rng, spec.shape, pose, (appear, start, end, vanish), (fade_in, fade_out), fps, size, taken
     )
     inst = PlannedInstance(
         spec.id,
@@ -357,6 +328,69 @@ def pixel_box(box: Box, size: int) -> tuple[int, int, int, int]:
         min(size, int(np.ceil(box[2])) + 1),
         min(size, int(np.ceil(box[3])) + 1),
     )
+
+
+View = tuple[np.ndarray | float, np.ndarray | float, np.ndarray | float, np.ndarray | float]
+"""What a frame shows, ``(x0, y0, x1, y1)`` in scene pixels: scalars, or one per frame."""
+
+
+def place_actor(
+    rng: np.random.Generator,
+    shape: str,
+    pose: Pose,
+    frames: tuple[int, int, int, int],
+    fades: tuple[int, int],
+    fps: float,
+    size: int,
+    taken: Taken,
+    view: View | None = None,
+) -> tuple[Sprite, Box]:
+    """The sprite of an actor performing ``pose`` (one value per frame it is on screen):
+    ``frames`` are ``(appear, start, end, vanish)``, on screen in ``[appear, vanish)`` and
+    acting in ``[start, end)``, fading in and out over ``fades`` frames. It gets a random size
+    and slow drift and a rest point that keeps its whole path inside ``view`` (default: the
+    frame) and away from ``taken`` (``place_apart``); returned with the box its action
+    covers."""
+    appear, start, end, vanish = frames
+    f = np.arange(appear, vanish)
+    radius = rng.uniform(*RADIUS) * size
+    t = (f - appear) / fps
+    heading = rng.uniform(0, 2 * np.pi)
+    drift = rng.uniform(0.0, 0.012) * size
+    dx = pose.dx + drift * np.cos(heading) * t
+    dy = pose.dy + drift * np.sin(heading) * t
+    reach = radius * 1.3 * np.maximum(pose.sx, pose.sy)
+    if view is None:
+        lo_x, hi_x = np.max(reach - dx) + 1, np.min(size - reach - dx) - 1
+        lo_y, hi_y = np.max(reach - dy) + 1, np.min(size - reach - dy) - 1
+    else:
+        vx0, vy0, vx1, vy1 = view
+        lo_x, hi_x = np.max(vx0 + reach - dx) + 1, np.min(vx1 - reach - dx) - 1
+        lo_y, hi_y = np.max(vy0 + reach - dy) + 1, np.min(vy1 - reach - dy) - 1
+    act = slice(start - appear, end - appear)
+    cx, cy, box = place_apart(
+        rng,
+        (lo_x, hi_x, lo_y, hi_y),
+        path_box(dx[act], dy[act], reach[act]),
+        (appear, vanish),
+        taken,
+    )
+    sprite = Sprite(
+        shape=shape,
+        color=random_color(rng),
+        radius=radius,
+        f0=appear,
+        f1=vanish,
+        x=cx + dx,
+        y=cy + dy,
+        angle=rng.uniform(0, 2 * np.pi) + rng.uniform(-0.3, 0.3) * t + pose.angle,
+        sx=pose.sx,
+        sy=pose.sy,
+        bright=pose.bright,
+        alpha=fade_curve(f, appear, vanish, *fades),
+        layer=1,
+    )
+    return sprite, box
 
 
 def box_overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:

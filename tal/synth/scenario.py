@@ -27,17 +27,17 @@ from tal.synth.classes import (
 )
 from tal.synth.plan import (
     FADE_S,
-    RADIUS,
     PlannedInstance,
     Taken,
     VideoPlan,
+    View,
     draw_background,
     draw_distractors,
     fade_curve,
     path_box,
     pixel_box,
+    place_actor,
     place_apart,
-    random_color,
     to_frames,
 )
 from tal.synth.presets import (
@@ -280,45 +280,24 @@ def _actor(
         pose, cycles, burst_frames = _sway_and_bursts(
             rng, spec.motion, f, start, end, fps, period, amplitude, direction, bursts
         )
-    radius = rng.uniform(*RADIUS) * size
-    t = (f - appear) / fps
-    heading = rng.uniform(0, 2 * np.pi)
-    drift = rng.uniform(0.0, 0.012) * size
-    dx = pose.dx + drift * np.cos(heading) * t
-    dy = pose.dy + drift * np.sin(heading) * t
-    reach = radius * 1.3 * np.maximum(pose.sx, pose.sy)
-    vx0, vy0, vx1, vy1 = _view(camera, size, appear, vanish)
-    lo_x, hi_x = np.max(vx0 + reach - dx) + 1, np.min(vx1 - reach - dx) - 1
-    lo_y, hi_y = np.max(vy0 + reach - dy) + 1, np.min(vy1 - reach - dy) - 1
-    act = slice(start - appear, end - appear)
-    cx, cy, box = place_apart(
+    sprite, box = place_actor(
         rng,
-        (lo_x, hi_x, lo_y, hi_y),
-        path_box(dx[act], dy[act], reach[act]),
-        (appear, vanish),
+        shape,
+        pose,
+        (appear, start, end, vanish),
+        (slot.fade_in, slot.fade_out),
+        fps,
+        size,
         taken,
-    )
-    sprite = Sprite(
-        shape=shape,
-        color=random_color(rng),
-        radius=radius,
-        f0=appear,
-        f1=vanish,
-        x=cx + dx,
-        y=cy + dy,
-        angle=rng.uniform(0, 2 * np.pi) + rng.uniform(-0.3, 0.3) * t + pose.angle,
-        sx=pose.sx,
-        sy=pose.sy,
-        bright=pose.bright,
-        alpha=fade_curve(f, appear, vanish, slot.fade_in, slot.fade_out),
-        layer=1,
+        _view(camera, size, appear, vanish),
     )
     if camera is not None:  # the annotated box is where the action is on screen
-        fa = np.arange(start, end)
+        fa, act = np.arange(start, end), slice(start - appear, end - appear)
         z = camera.zoom[fa]
+        reach = sprite.radius * 1.3 * np.maximum(sprite.sx, sprite.sy)
         xs, ys, r = (
-            (cx + dx[act] - camera.x0[fa]) * z,
-            (cy + dy[act] - camera.y0[fa]) * z,
+            (sprite.x[act] - camera.x0[fa]) * z,
+            (sprite.y[act] - camera.y0[fa]) * z,
             reach[act] * z,
         )
         box = path_box(xs, ys, r)(0.0, 0.0)
@@ -337,9 +316,7 @@ def _actor(
     return sprite, inst
 
 
-def _view(
-    camera: Camera | None, size: int, f0: int, f1: int
-) -> tuple[np.ndarray | float, np.ndarray | float, np.ndarray | float, np.ndarray | float]:
+def _view(camera: Camera | None, size: int, f0: int, f1: int) -> View:
     """World window ``(x0, y0, x1, y1)`` the view shows in frames ``[f0, f1)``."""
     if camera is None:
         return 0.0, 0.0, float(size), float(size)
