@@ -62,13 +62,15 @@ class Schedule:
 class CueSpec:
     """A marker shown before each action that names its class within a pair (``context``).
 
-    The cue appears ``after_s`` after the previous action of the timeline ends, stays
-    ``duration_s`` and is gone ``lead_s`` before its own action starts.
+    The cue appears at least ``after_s`` after the previous action of the timeline starts
+    (so it may show while that action runs, but never before it: the cue an action reads is
+    the last one to end before it starts), stays ``duration_s`` and is gone ``lead_s``
+    before its own action starts.
     """
 
-    duration_s: tuple[float, float] = (0.6, 1.0)
+    duration_s: tuple[float, float] = (0.5, 0.8)
     lead_s: tuple[float, float] = (2.0, 4.0)
-    after_s: tuple[float, float] = (0.3, 0.8)
+    after_s: tuple[float, float] = (0.2, 0.5)
     radius: tuple[float, float] = (0.09, 0.11)
     """Cue radius as a fraction of the frame size (actors: 0.055-0.085)."""
 
@@ -168,15 +170,18 @@ class Preset:
 
 
 _DENSE = Schedule(
-    action_s=(1.2, 4.0),
-    idle_s=(0.4, 1.0),
-    first_s=(0.0, 1.0),
-    overlap_p=0.1,
-    short_gap_p=0.5,
-    short_gap_s=(0.2, 1.0),
-    long_gap_s=(1.0, 2.5),
+    action_s=(1.0, 3.0),
+    idle_s=(0.3, 0.6),
+    first_s=(0.0, 0.5),
+    overlap_p=0.15,
+    short_gap_p=0.6,
+    short_gap_s=(0.2, 0.8),
+    long_gap_s=(0.8, 1.5),
+    tracks=3,
 )
-"""More actions per second than the plain generator: shorter actions and gaps."""
+"""Many more actions per second than the plain generator: three timelines at once, short
+actions, idles and gaps. Instances per second of video are what buys a benchmark its power;
+seconds of video are what extraction costs."""
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -185,14 +190,14 @@ PRESETS: dict[str, Preset] = {
             name="standard",
             videos=120,
             classes=12,
-            min_duration=10.0,
-            max_duration=18.0,
-            scenario=Scenario(schedule=replace(_DENSE, tracks=2)),
-            summary="many short videos, 12 classes, two overlapping timelines of dense actions",
+            min_duration=5.0,
+            max_duration=8.0,
+            scenario=Scenario(schedule=replace(_DENSE, action_s=(0.8, 2.5), min_action_s=0.8)),
+            summary="many short videos, 12 classes, three overlapping timelines of dense actions",
             stresses=(
                 "A general localisation benchmark with enough instances to rank methods: "
                 "12 motion x shape classes (every shape in two classes or more, so appearance "
-                "alone never names one), two timelines of short actions running at once so "
+                "alone never names one), three timelines of short actions running at once so "
                 "that instances overlap and follow each other closely, and at least 150 "
                 "instances in each of validation and test, so one run's mAP is not decided "
                 "by a handful of segments. No single mechanism is favoured; it is the "
@@ -203,12 +208,16 @@ PRESETS: dict[str, Preset] = {
             name="context",
             videos=72,
             classes=8,
-            min_duration=16.0,
-            max_duration=26.0,
+            min_duration=10.0,
+            max_duration=14.0,
             scenario=Scenario(
                 class_set="context",
                 schedule=Schedule(
-                    action_s=(1.5, 4.0), idle_s=(0.4, 1.0), first_s=(0.0, 1.0), overlap_p=0.0
+                    action_s=(1.2, 3.0),
+                    idle_s=(0.3, 0.6),
+                    first_s=(0.0, 0.5),
+                    overlap_p=0.0,
+                    long_gap_s=(0.5, 1.0),
                 ),
                 cue=CueSpec(),
             ),
@@ -226,10 +235,10 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="variation",
-            videos=72,
+            videos=90,
             classes=6,
-            min_duration=15.0,
-            max_duration=25.0,
+            min_duration=5.0,
+            max_duration=8.0,
             scenario=Scenario(class_set="variation", schedule=_DENSE, dominant_style_p=0.7),
             summary="a class is a motion performed in 3 styles (shape, tempo, amplitude)",
             stresses=(
@@ -244,18 +253,19 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="keyframes",
-            videos=72,
+            videos=90,
             classes=6,
-            min_duration=15.0,
-            max_duration=25.0,
+            min_duration=6.0,
+            max_duration=9.0,
             scenario=Scenario(
                 schedule=Schedule(
                     action_s=(2.5, 6.0),
                     min_action_s=2.0,
-                    idle_s=(0.4, 1.0),
-                    first_s=(0.0, 1.0),
-                    short_gap_p=0.5,
-                    long_gap_s=(1.0, 2.5),
+                    idle_s=(0.3, 0.6),
+                    first_s=(0.0, 0.5),
+                    short_gap_p=0.6,
+                    long_gap_s=(0.8, 1.5),
+                    tracks=3,
                 ),
                 bursts=BurstSpec(),
             ),
@@ -274,8 +284,8 @@ PRESETS: dict[str, Preset] = {
             name="weak",
             videos=300,
             classes=8,
-            min_duration=4.0,
-            max_duration=6.0,
+            min_duration=3.5,
+            max_duration=4.5,
             scenario=Scenario(
                 class_set="weak",
                 schedule=Schedule(
@@ -300,10 +310,10 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="camera",
-            videos=72,
+            videos=90,
             classes=6,
-            min_duration=15.0,
-            max_duration=25.0,
+            min_duration=5.0,
+            max_duration=8.0,
             scenario=Scenario(schedule=_DENSE, camera=CameraSpec()),
             summary="the whole scene pans and zooms, so everything moves between frames",
             stresses=(

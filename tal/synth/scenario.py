@@ -102,6 +102,7 @@ def _track(
     """One timeline of actors (the plain ``_schedule`` with the schedule's knobs and cues)."""
     slots: list[_Slot] = []
     prev_end: int | None = None
+    prev_start: int | None = None
     prev_len = 0
     min_action = to_frames(s.min_action_s, fps)
     while True:
@@ -123,8 +124,8 @@ def _track(
         else:
             start = prev_end + to_frames(rng.uniform(*s.long_gap_s), fps)
         earliest = fade_in + lead_in
-        if cue is not None:  # the cue fits between the previous action and this one
-            earliest = max(earliest, (prev_end or 0) + cue_after + cue_len + cue_lead)
+        if cue is not None:  # the cue comes after the previous action has started
+            earliest = max(earliest, (prev_start or 0) + cue_after + cue_len + cue_lead)
         start = max(start, earliest)
         room = frames - lead_out - fade_out - start
         if room < min_action and prev_end is None:
@@ -146,7 +147,7 @@ def _track(
             cue_frames = (c1 - cue_len, c1)
         appear, vanish = start - lead_in - fade_in, end + lead_out + fade_out
         slots.append(_Slot(appear, fade_in, start, end, fade_out, vanish, cue_frames))
-        prev_end, prev_len = end, end - start
+        prev_start, prev_end, prev_len = start, end, end - start
     return slots
 
 

@@ -188,7 +188,7 @@ def test_synth_preset_fills_the_options_not_given(tmp_path, capsys):
     params = json.loads((out / "synth.json").read_text())["params"]
     weak = get_preset("weak")
     assert params["preset"] == "weak" and (params["videos"], params["classes"]) == (3, 4)
-    assert (params["min_duration"], params["max_duration"]) == (weak.min_duration, 6.0)
+    assert (params["min_duration"], params["max_duration"]) == (3.5, 4.5)
     assert params["size"] == 64 and params["fps"] == weak.fps
 
 

@@ -161,6 +161,6 @@ def test_a_synth_preset_fills_only_what_the_config_leaves_unset(tmp_path):
     path = write(tmp_path, "data:\n  synth:\n    preset: weak\n    videos: 9\n")
     synth = load_config(path).data.synth
     assert synth is not None
-    assert (synth.preset, synth.videos, synth.classes, synth.max_duration) == ("weak", 9, 8, 6.0)
+    assert (synth.preset, synth.videos, synth.classes, synth.max_duration) == ("weak", 9, 8, 4.5)
     with pytest.raises(ConfigError, match=r"data.synth.preset.*'standard', 'context'"):
         load_config(path, ["data.synth.preset=cinema"])
