@@ -11,8 +11,12 @@ Every run goes to the MLflow experiment ``methods`` (the config's tracking store
 I2Net (intra + inter-video attention), ASL, CO2-Net (video-level labels only), and I2Net on
 ATA features: for that one each seed trains the ATA backbone (Ray Train, the same seed),
 extracts its features into the seed's own store, then trains I2Net; its time is all three.
-The table is also written, with its provenance, to ``docs/results/methods.md``
+The table is also written, with its provenance, to ``docs/results/methods_demo.md``
 (``--no-page``: print only).
+
+``--suite`` runs the comparison that has power instead: every method on every `tal synth`
+preset, scored on test with bootstrap intervals (``bench/methods_suite.py``, which writes
+``docs/results/methods.md``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import os
 import time
 from pathlib import Path
 
+from methods_suite import METHODS as SUITE_METHODS
+from methods_suite import add_suite_arguments, run_suite
 from results_page import add_page_flag, write_results_page
 from seed_table import print_seed_table
 
@@ -43,13 +49,34 @@ OWN_FEATURES = {"i2net-ata"}  # methods that make their features (backbone + ext
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers (0: in process)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(SUITE_METHODS))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Ray Train workers (0: in process; default 2, --suite 0)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="runs/bench/methods")
-    add_page_flag(parser, "methods")
+    add_page_flag(parser, "methods_demo / methods (--suite)")
+    parser.add_argument(
+        "--suite",
+        action="store_true",
+        help="every method on every tal synth preset, intervals on test (bench/methods_suite.py)",
+    )
+    add_suite_arguments(parser)
     args = parser.parse_args()
+    if args.suite:
+        args.workers = 0 if args.workers is None else args.workers
+        run_suite(args)
+        return
+    args.workers = 2 if args.workers is None else args.workers
+    args.seeds = [0, 1, 2] if args.seeds is None else args.seeds
+    args.methods = list(METHODS) if args.methods is None else args.methods
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"--methods: {unknown} run only with --suite; without it: {list(METHODS)}")
     base = load_config(args.config, args.set)
     # every method on the base config's data, features and evaluation thresholds
     tious = "[" + ", ".join(str(t) for t in base.evaluation.tiou_thresholds) + "]"
@@ -136,7 +163,7 @@ def main() -> None:
             for k in args.methods
         )
         write_results_page(
-            "methods",
+            "methods_demo",
             "The methods compared",
             "\n\n".join(
                 [

@@ -112,10 +112,14 @@ def add_page_flag(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def write_results_page(
-    name: str, title: str, body_markdown: str, argv: list[str] | None = None
+    name: str,
+    title: str,
+    body_markdown: str,
+    argv: list[str] | None = None,
+    results_dir: Path | None = None,
 ) -> Path:
-    """Write ``docs/results/NAME.md``: the title, the body and the provenance block; print and
-    return the path."""
+    """Write ``docs/results/NAME.md`` (or ``results_dir/NAME.md``): the title, the body and the
+    provenance block; print and return the path."""
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"page name {name!r}: expected a plain file name such as 'methods'")
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -139,7 +143,7 @@ def write_results_page(
             "",
         ]
     )
-    path = RESULTS / f"{name}.md"
+    path = (RESULTS if results_dir is None else Path(results_dir)) / f"{name}.md"
     atomic_write_text(path, text)
     print(f"wrote {path}")
     return path
