@@ -218,6 +218,29 @@ class ATAViT(nn.Module):
             x = block(x, position)
         return self.norm(x.mean(dim=(1, 2)))
 
+    def load_image_state(self, state: dict[str, Tensor]) -> list[str]:
+        """Take the image path of an image-pretrained network's ``state`` (same patch size,
+        width, depth, heads and image size; any frames): the patch and space embeddings,
+        spatial attention, MLPs and norms. The time embedding, temporal attention and the
+        classification layer keep their own start. Returns the names taken."""
+
+        def image_part(name: str) -> bool:
+            return not (name == "time" or name.startswith("head.") or ".temporal." in name)
+
+        mine = self.state_dict()
+        taken = [k for k in mine if image_part(k)]
+        missing = [k for k in taken if k not in state]
+        wrong = [k for k in taken if k in state and state[k].shape != mine[k].shape]
+        if missing or wrong:
+            raise ValueError(
+                f"image weights do not fit this network: missing {missing[:3]}, "
+                f"other shapes {wrong[:3]}"
+            )
+        with torch.no_grad():
+            for k in taken:
+                mine[k].copy_(state[k])
+        return taken
+
     def replace_logits(self, num_classes: int) -> None:
         """A fresh classification layer for ``num_classes``."""
         self.num_classes = num_classes

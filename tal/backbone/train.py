@@ -392,7 +392,20 @@ def build_network(
                 model = ATAViT(num_classes, **arch)
             return model, {"origin": f"random initialisation (torch seed {settings.seed})"}
         model, meta = load_ata(settings.init)
-        if any(model.arch[k] != v for k, v in arch.items()):
+        if meta.get("image_pretrained"):  # the image path from the file, the rest fresh
+            image = model
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(settings.seed)
+                model = ATAViT(num_classes, **arch)
+            try:
+                model.load_image_state(image.state_dict())
+            except ValueError as exc:
+                raise BackboneError(f"backbone.init {settings.init}: {exc}") from None
+            meta = {
+                **meta,
+                "origin": f"{meta.get('origin', settings.init)}, + temporal ({arch['temporal']})",
+            }
+        elif any(model.arch[k] != v for k, v in arch.items()):
             raise BackboneError(
                 f"backbone.init {settings.init}: an ATA network {model.arch}, but the config "
                 f"asks for {arch}"
