@@ -104,10 +104,16 @@ def _validate(
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
 
 
-def assign_subsets(videos: int, seed: int) -> list[str]:
-    """Deterministic ~60/20/20 split; every subset gets at least one video when videos >= 3."""
-    n_val = max(1, round(videos * SPLIT["validation"]))
-    n_test = max(1, round(videos * SPLIT["test"]))
+def assign_subsets(
+    videos: int,
+    seed: int,
+    validation: float = SPLIT["validation"],
+    test: float = SPLIT["test"],
+) -> list[str]:
+    """Deterministic split, ~60/20/20 unless given (a preset may test on a larger share);
+    every subset gets at least one video when videos >= 3."""
+    n_val = max(1, round(videos * validation))
+    n_test = max(1, round(videos * test))
     names = ["training"] * (videos - n_val - n_test) + ["validation"] * n_val + ["test"] * n_test
     order = np.random.default_rng([seed, videos, 0x5EED5]).permutation(videos)
     return [names[int(k)] for k in order]
@@ -168,6 +174,8 @@ class _Settings:
     preset: str | None
     specs: tuple[ClassSpec, ...]
     scenario: Scenario | None
+    split: tuple[float, float] = (SPLIT["validation"], SPLIT["test"])
+    """Shares of validation and test videos (a preset's own, else ~20/20)."""
 
     def params(self) -> dict[str, Any]:
         """What ``synth.json`` records as ``params`` (``preset`` only when there is one)."""
@@ -238,6 +246,7 @@ def _settings(
         preset,
         tuple(specs),
         scenario,
+        (SPLIT["validation"], SPLIT["test"]) if preset is None else get_preset(preset).split,
     )
 
 
@@ -255,7 +264,7 @@ def iter_plans(
     """``(subset, plan)`` of every video ``generate_dataset`` would write with these
     arguments, one at a time and without rendering (cheap: for sizes and counts)."""
     st = _settings(videos, classes, seed, size, fps, min_duration, max_duration, 1, preset)
-    subsets = assign_subsets(st.videos, st.seed)
+    subsets = assign_subsets(st.videos, st.seed, *st.split)
     for i in range(st.videos):
         yield subsets[i], _plan(_Job(i, "", st))
 
@@ -313,7 +322,7 @@ def generate_dataset(
             for future in as_completed([pool.submit(_render_video, job) for job in jobs]):
                 finished(future.result())
 
-    subsets = assign_subsets(videos, st.seed)
+    subsets = assign_subsets(videos, st.seed, *st.split)
     database: dict[str, Video] = {}
     for i, video_id in enumerate(ids):
         n = results[i]["frames"]

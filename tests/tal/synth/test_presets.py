@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import get_args
@@ -372,3 +373,14 @@ def test_a_preset_dataset_is_the_same_for_any_workers(tmp_path, name):
 def test_the_data_guide_table_is_what_the_planner_counts():
     guide = (Path(__file__).resolve().parents[3] / "docs/guides/data.md").read_text()
     assert presets_table() in guide  # after changing a preset: python -m tal.synth.stats
+
+
+def test_standard_tests_on_its_own_larger_share_and_the_others_on_a_fifth():
+    from tal.synth.generate import assign_subsets
+
+    assert get_preset("standard").split == (0.15, 0.4)
+    counts = Counter(subset for subset, _ in iter_plans(preset="standard", seed=0))
+    assert counts == {"training": 90, "validation": 30, "test": 80}
+    plain = assign_subsets(24, 0)
+    assert plain == assign_subsets(24, 0, 0.2, 0.2)  # the former split, unchanged
+    assert Counter(plain) == {"training": 14, "validation": 5, "test": 5}
