@@ -42,17 +42,17 @@ from methods_suite import (
     RECORD,
     Finished,
     Plan,
-    _mean_std,
-    _signed,
     check_scores,
     matched_runs,
     preset_config,
     reading,
     run_settings,
+    signed,
     train_one,
     training_videos,
 )
 from results_page import add_page_flag, write_results_page
+from seed_table import mean_std
 
 from features.weights import read_weights
 from pipelines.synth import ensure_synth_dataset
@@ -208,8 +208,8 @@ def main() -> None:
         for key in args.variants:
             done = runs[key]
             table.append(
-                f"| {VARIANTS[key].label} | {_mean_std(accuracy[key])} | "
-                f"{intervals[key].average_mAP} | {_mean_std([d.validation for d in done])} | "
+                f"| {VARIANTS[key].label} | {mean_std(accuracy[key])} | "
+                f"{intervals[key].average_mAP} | {mean_std([d.validation for d in done])} | "
                 f"{', '.join(f'{d.test:.3f}' for d in done)} | "
                 f"{sum(d.seconds for d in done) / len(done):.0f} |"
             )
@@ -222,13 +222,14 @@ def main() -> None:
                     for x in bootstrap_intervals(pair, baseline=b, resamples=args.resamples)
                     if x.name == a
                 )
+                assert iv.difference is not None
                 diffs.append(
-                    f"| {VARIANTS[a].label} - {VARIANTS[b].label} | {_signed(iv.difference)} | "
-                    f"{reading(iv)} |"
+                    f"| {VARIANTS[a].label} - {VARIANTS[b].label} | {signed(iv.difference)} | "
+                    f"{reading(iv.difference)} |"
                 )
         image_line = (
             f"Image pretraining per seed: validation label accuracy "
-            f"{_mean_std([i.val_label_accuracy for i in images])} on "
+            f"{mean_std([i.val_label_accuracy for i in images])} on "
             f"{images[0].train_frames} training frames, {args.image_epochs} epochs."
         )
         text = "\n\n".join([f"### `{preset}`", image_line, "\n".join(table), "\n".join(diffs)])

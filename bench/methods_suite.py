@@ -46,6 +46,7 @@ from pathlib import Path
 
 from results_page import RESULTS as RESULTS_DIR
 from results_page import write_results_page
+from seed_table import mean_std
 
 from pipelines.extract import extract_from_config
 from pipelines.train import run_training
@@ -55,7 +56,7 @@ from tal.data.annotations import AnnotationSet, load_annotations
 from tal.data.dataset import open_store
 from tal.data.predictions import load_predictions, write_predictions
 from tal.engine.inference import infer_from_checkpoint
-from tal.evaluation.bootstrap import MethodIntervals, bootstrap_intervals
+from tal.evaluation.bootstrap import Interval, MethodIntervals, bootstrap_intervals
 from tal.evaluation.detection import MatchedDetections, evaluate_detection, match_detections
 from tal.synth.presets import PRESET_NAMES, get_preset
 
@@ -338,28 +339,20 @@ def check_scores(ann: AnnotationSet, run_dir: Path, done: Finished) -> None:
         )
 
 
-def reading(diff: MethodIntervals | None, interval: object = None) -> str:
-    """Gain, loss or no difference shown, from where the interval lies."""
-    iv = diff.difference if isinstance(diff, MethodIntervals) else interval
-    if iv is None:
+def reading(difference: Interval | None) -> str:
+    """Gain, loss or no difference shown, from where a difference's interval lies."""
+    if difference is None:
         return ""
-    if iv.low > 0:  # type: ignore[attr-defined]
+    if difference.low > 0:
         return "gain"
-    if iv.high < 0:  # type: ignore[attr-defined]
+    if difference.high < 0:
         return "loss"
     return "no difference shown"
 
 
-def _mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "-"
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-    return f"{m:.3f} ± {sd:.3f}"
-
-
-def _signed(iv: object) -> str:
-    return f"{iv.estimate:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]"  # type: ignore[attr-defined]
+def signed(iv: Interval) -> str:
+    """A difference and its interval with signs: ``+0.012 [-0.010, +0.035]``."""
+    return f"{iv.estimate:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]"
 
 
 def preset_table(
@@ -372,11 +365,11 @@ def preset_table(
     ]
     for key in keys:
         iv, done = intervals[key], runs[key]
-        diff = "-" if iv.difference is None else _signed(iv.difference)
+        diff = "-" if iv.difference is None else signed(iv.difference)
         seconds = sum(d.seconds for d in done) / len(done)
         lines.append(
-            f"| {METHODS[key].label} | {iv.average_mAP} | {diff} | {reading(iv)} | "
-            f"{_mean_std([d.validation for d in done])} | "
+            f"| {METHODS[key].label} | {iv.average_mAP} | {diff} | {reading(iv.difference)} | "
+            f"{mean_std([d.validation for d in done])} | "
             f"{', '.join(f'{d.test:.3f}' for d in done)} | {seconds:.0f} |"
         )
     return lines
@@ -513,7 +506,7 @@ def run_suite(args: argparse.Namespace) -> None:
             assert diff is not None
             mechanism_rows.append(
                 f"| {m.what} | `{preset}` | {METHODS[m.method].label} vs "
-                f"{METHODS[m.reference].label} | {_signed(diff)} | {reading(None, diff)} |"
+                f"{METHODS[m.reference].label} | {signed(diff)} | {reading(diff)} |"
             )
 
     wall = time.perf_counter() - started

@@ -20,18 +20,13 @@ from pathlib import Path
 
 from before_after import VARIANTS
 from results_page import add_page_flag, write_results_page
+from seed_table import mean_std
 
 from tal.engine.inference import infer_from_checkpoint
 
 POLICIES = ("self", "bank", "bank_class")
 SUBSETS = ("validation", "test")
 RUN = re.compile(r"^(i2net-[a-z]+)_seed(\d+)$")
-
-
-def mean_std(values: list[float]) -> str:
-    """``mean ± std`` over seeds (std 0 for one)."""
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
 
 
 def score(checkpoint: Path, subset: str, policy: str) -> float:

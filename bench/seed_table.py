@@ -5,6 +5,12 @@ from __future__ import annotations
 import statistics
 
 
+def mean_std(values: list[float]) -> str:
+    """``mean ± std`` over seeds (sample standard deviation; 0 for one value)."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+
+
 def seed_table(
     first_column: str, scores: dict[str, list[float]], seconds: dict[str, list[float]]
 ) -> str:

@@ -56,10 +56,12 @@ def test_the_plan_always_keeps_the_baseline_and_quick_is_small():
 
 
 def test_a_reading_follows_where_the_interval_lies():
-    assert suite.reading(None, Interval(0.05, 0.01, 0.09)) == "gain"
-    assert suite.reading(None, Interval(-0.05, -0.09, -0.01)) == "loss"
-    assert suite.reading(None, Interval(0.02, -0.01, 0.05)) == "no difference shown"
-    assert suite.reading(None, Interval(0.0, 0.0, 0.0)) == "no difference shown"
+    assert suite.reading(Interval(0.05, 0.01, 0.09)) == "gain"
+    assert suite.reading(Interval(-0.05, -0.09, -0.01)) == "loss"
+    assert suite.reading(Interval(0.02, -0.01, 0.05)) == "no difference shown"
+    assert suite.reading(Interval(0.0, 0.0, 0.0)) == "no difference shown"
+    assert suite.reading(None) == ""
+    assert suite.signed(Interval(0.012, -0.01, 0.035)) == "+0.012 [-0.010, +0.035]"
 
 
 def test_a_run_never_generates_data_and_evaluates_once_at_the_end(tmp_path):

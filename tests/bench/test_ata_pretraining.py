@@ -1,0 +1,46 @@
+"""bench/ata_pretraining.py: the variants start from the same image weights and differ only in
+their temporal attention."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+import ata_pretraining  # noqa: E402
+import methods_suite as suite  # noqa: E402
+
+from tal.config import load_config  # noqa: E402
+
+
+def test_the_variants_share_everything_but_the_temporal_attention(tmp_path):
+    cfg = suite.preset_config("configs/suite.yaml", "camera", tmp_path, [])
+    configs = {}
+    for key, variant in ata_pretraining.VARIANTS.items():
+        plan = suite.Plan(
+            ["camera"],
+            {"camera": ("i2net-ata",)},
+            [0],
+            0.5,
+            [*variant.overrides, f"backbone.init={tmp_path / 'image.pt'}"],
+        )
+        run_dir = tmp_path / key
+        settings = suite.run_settings("i2net-ata", 0, cfg, 54, plan, 0, "sqlite:///x", run_dir)
+        config = load_config(settings[0], settings[1:])
+        assert config.backbone.init == str(tmp_path / "image.pt")
+        assert config.features.weights == str(run_dir / "backbone_rgb.pt")
+        configs[key] = config
+    ata = configs["ata"].features.ata
+    assert (ata.temporal, ata.match) == ("aligned", "content")
+    assert configs["ata-position"].features.ata.match == "with_position"
+    assert configs["plain"].features.ata.temporal == "plain"
+
+    def rest(key: str) -> str:  # everything but the temporal attention, run folder as RUN
+        config = configs[key].model_copy(deep=True)
+        config.features.ata.temporal, config.features.ata.match = "aligned", "content"
+        return config.model_dump_json().replace(str(tmp_path / key), "RUN")
+
+    assert rest("ata-position") == rest("ata") == rest("plain")
+    assert {a for a, _ in ata_pretraining.COMPARISONS} == {"ata"}
