@@ -39,16 +39,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from methods_suite import (
-    RECORD,
     Finished,
     Plan,
     check_scores,
     matched_runs,
     preset_config,
     reading,
+    recorded_run,
     run_settings,
     signed,
-    train_one,
     training_videos,
 )
 from results_page import add_page_flag, write_results_page
@@ -178,21 +177,8 @@ def main() -> None:
                 settings = run_settings(
                     "i2net-ata", seed, cfg, n_train, plan, args.workers, tracking, run_dir
                 )
-                record = run_dir / RECORD
-                done = None
-                if not args.fresh and record.is_file():
-                    earlier = Finished(**json.loads(record.read_text(encoding="utf-8")))
-                    if earlier.settings == settings:
-                        done = earlier
-                        print(f"{preset}: {key} seed {seed}: reused {record}", flush=True)
-                if done is None:
-                    done, _ = train_one(settings, True, args.workers, lambda _m: None)
-                    record.write_text(json.dumps(asdict(done), indent=1) + "\n", encoding="utf-8")
-                    print(
-                        f"{preset}: {key} seed {seed}: test {done.test:.4f}, validation "
-                        f"{done.validation:.4f} ({done.seconds:.0f} s)",
-                        flush=True,
-                    )
+                name = f"{preset}: {key} seed {seed}"
+                done = recorded_run(settings, run_dir, True, args.workers, args.fresh, name)
                 check_scores(ann, run_dir, done)
                 cost += done.seconds
                 runs.setdefault(key, []).append(done)
@@ -206,12 +192,12 @@ def main() -> None:
             "|---|---|---|---|---|---|",
         ]
         for key in args.variants:
-            done = runs[key]
+            finished = runs[key]
             table.append(
                 f"| {VARIANTS[key].label} | {mean_std(accuracy[key])} | "
-                f"{intervals[key].average_mAP} | {mean_std([d.validation for d in done])} | "
-                f"{', '.join(f'{d.test:.3f}' for d in done)} | "
-                f"{sum(d.seconds for d in done) / len(done):.0f} |"
+                f"{intervals[key].average_mAP} | {mean_std([d.validation for d in finished])} | "
+                f"{', '.join(f'{d.test:.3f}' for d in finished)} | "
+                f"{sum(d.seconds for d in finished) / len(finished):.0f} |"
             )
         diffs = ["| comparison | paired difference [95% CI] | reading |", "|---|---|---|"]
         for a, b in COMPARISONS:

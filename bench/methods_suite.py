@@ -302,16 +302,27 @@ def run_cell(
 ) -> Finished:
     run_dir = (Path(args.out) / preset / f"{key}_seed{seed}").resolve()
     settings = run_settings(key, seed, preset_cfg, n_train, plan, args.workers, tracking, run_dir)
+    name = f"{preset}: {key} seed {seed}"
+    return recorded_run(
+        settings, run_dir, METHODS[key].own_features, args.workers, args.fresh, name
+    )
+
+
+def recorded_run(
+    settings: list[str], run_dir: Path, own_features: bool, workers: int, fresh: bool, name: str
+) -> Finished:
+    """The run recorded in ``run_dir`` when its settings are these (unless ``fresh``), else
+    train it and record it."""
     record = run_dir / RECORD
-    if not args.fresh and record.is_file():
+    if not fresh and record.is_file():
         earlier = Finished(**json.loads(record.read_text(encoding="utf-8")))
         if earlier.settings == settings and (run_dir / earlier.predictions).is_file():
-            print(f"{preset}: {key} seed {seed}: reused {record}", flush=True)
+            print(f"{name}: reused {record}", flush=True)
             return earlier
-    done, _ = train_one(settings, METHODS[key].own_features, args.workers, lambda _m: None)
+    done, _ = train_one(settings, own_features, workers, lambda _m: None)
     record.write_text(json.dumps(asdict(done), indent=1) + "\n", encoding="utf-8")
     print(
-        f"{preset}: {key} seed {seed}: test {done.test:.4f}, validation {done.validation:.4f} "
+        f"{name}: test {done.test:.4f}, validation {done.validation:.4f} "
         f"({done.seconds:.0f} s, MLflow run {done.run_id})",
         flush=True,
     )
