@@ -17,7 +17,9 @@ temporal attention:
 - ``ata``: aligned temporal attention, patches matched on content (our default);
 - ``ata-position``: aligned, matched with the learned position embedding added (the former
   match, which tends to keep patches in place);
-- ``plain``: temporal attention at fixed patch positions (divided space-time attention).
+- ``plain``: temporal attention at fixed patch positions (divided space-time attention);
+- ``ata-scratch``: ATA as ``ata`` but from random weights, no image pretraining (what
+  ``configs/demo_ata.yaml`` does).
 
 Each variant fine-tunes the backbone for clip recognition (``tal train-backbone``'s loop,
 I2Net on ATA's recipe ``configs/demo_ata.yaml``, the suite's training length rule with
@@ -26,7 +28,7 @@ epoch, nothing selected. Runs are recorded (``suite.json``) and reused when thei
 unchanged, and go to the MLflow experiment ``suite`` of the suite's store. The page
 ``docs/results/ata_pretraining.md`` gives each variant's backbone clip accuracy on validation,
 its test average mAP with a 95% bootstrap interval over test videos and seeds, and the paired
-differences ATA - plain and ATA - ATA matched with positions.
+differences ATA - plain, ATA - ATA matched with positions and ATA - ATA from scratch.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from seed_table import mean_std
 from features.weights import read_weights
 from pipelines.synth import ensure_synth_dataset
 from tal.backbone.image_pretrain import pretrain_image
-from tal.config import load_config
+from tal.config import ExperimentConfig, load_config
 from tal.data.annotations import load_annotations
 from tal.evaluation.bootstrap import MethodIntervals, bootstrap_intervals
 
@@ -65,9 +67,16 @@ from tal.evaluation.bootstrap import MethodIntervals, bootstrap_intervals
 class Variant:
     label: str
     overrides: tuple[str, ...]
+    image: bool = True
+    """Fine-tuned from the seed's image weights (else from random weights)."""
 
 
 VARIANTS = {
+    "ata-scratch": Variant(
+        "ATA from random weights (no image pretraining)",
+        ("features.ata.temporal=aligned", "features.ata.match=content"),
+        image=False,
+    ),
     "ata": Variant(
         "ATA (aligned, matched on content)",
         ("features.ata.temporal=aligned", "features.ata.match=content"),
@@ -78,7 +87,7 @@ VARIANTS = {
     ),
     "plain": Variant("plain temporal attention", ("features.ata.temporal=plain",)),
 }
-COMPARISONS = (("ata", "plain"), ("ata", "ata-position"))
+COMPARISONS = (("ata", "plain"), ("ata", "ata-position"), ("ata", "ata-scratch"))
 IMAGE_RECORD = "image.json"
 
 
@@ -129,6 +138,25 @@ def image_weights(
     return done
 
 
+def variant_settings(
+    key: str,
+    seed: int,
+    cfg: ExperimentConfig,
+    n_train: int,
+    image_path: str,
+    args: argparse.Namespace,
+    tracking: str,
+    run_dir: Path,
+) -> list[str]:
+    """An ``i2net-ata`` run of the suite's rules with the variant's temporal attention, from
+    the seed's image weights (or random ones)."""
+    variant = VARIANTS[key]
+    init = image_path if variant.image else "random"
+    sets = [*variant.overrides, f"backbone.init={init}", *args.set]
+    plan = Plan([], {}, args.seeds, args.scale, sets)  # run_settings reads scale and sets
+    return run_settings("i2net-ata", seed, cfg, n_train, plan, args.workers, tracking, run_dir)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["camera", "standard"])
@@ -166,16 +194,9 @@ def main() -> None:
             images.append(image)
             cost += image.seconds
             for key in args.variants:
-                plan = Plan(
-                    [preset],
-                    {preset: ("i2net-ata",)},
-                    args.seeds,
-                    args.scale,
-                    [*VARIANTS[key].overrides, f"backbone.init={image.path}", *args.set],
-                )
                 run_dir = out / preset / f"{key}_seed{seed}"
-                settings = run_settings(
-                    "i2net-ata", seed, cfg, n_train, plan, args.workers, tracking, run_dir
+                settings = variant_settings(
+                    key, seed, cfg, n_train, image.path, args, tracking, run_dir
                 )
                 name = f"{preset}: {key} seed {seed}"
                 done = recorded_run(settings, run_dir, True, args.workers, args.fresh, name)

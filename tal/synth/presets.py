@@ -210,7 +210,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="context",
-            videos=72,
+            videos=60,
             classes=8,
             min_duration=10.0,
             max_duration=14.0,

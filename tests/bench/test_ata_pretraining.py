@@ -3,6 +3,7 @@ their temporal attention."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -17,19 +18,15 @@ from tal.config import load_config  # noqa: E402
 
 def test_the_variants_share_everything_but_the_temporal_attention(tmp_path):
     cfg = suite.preset_config("configs/suite.yaml", "camera", tmp_path, [])
+    args = argparse.Namespace(seeds=[0], scale=0.5, set=[], workers=0)
     configs = {}
     for key, variant in ata_pretraining.VARIANTS.items():
-        plan = suite.Plan(
-            ["camera"],
-            {"camera": ("i2net-ata",)},
-            [0],
-            0.5,
-            [*variant.overrides, f"backbone.init={tmp_path / 'image.pt'}"],
-        )
         run_dir = tmp_path / key
-        settings = suite.run_settings("i2net-ata", 0, cfg, 54, plan, 0, "sqlite:///x", run_dir)
+        settings = ata_pretraining.variant_settings(
+            key, 0, cfg, 54, str(tmp_path / "image.pt"), args, "sqlite:///x", run_dir
+        )
         config = load_config(settings[0], settings[1:])
-        assert config.backbone.init == str(tmp_path / "image.pt")
+        assert config.backbone.init == (str(tmp_path / "image.pt") if variant.image else "random")
         assert config.features.weights == str(run_dir / "backbone_rgb.pt")
         configs[key] = config
     ata = configs["ata"].features.ata
@@ -43,4 +40,6 @@ def test_the_variants_share_everything_but_the_temporal_attention(tmp_path):
         return config.model_dump_json().replace(str(tmp_path / key), "RUN")
 
     assert rest("ata-position") == rest("ata") == rest("plain")
+    scratch = configs["ata-scratch"]
+    assert (scratch.features.ata.temporal, scratch.features.ata.match) == ("aligned", "content")
     assert {a for a, _ in ata_pretraining.COMPARISONS} == {"ata"}
