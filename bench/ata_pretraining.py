@@ -152,7 +152,8 @@ def variant_settings(
     the seed's image weights (or random ones)."""
     variant = VARIANTS[key]
     init = image_path if variant.image else "random"
-    sets = [*variant.overrides, f"backbone.init={init}", *args.set]
+    preset = cfg.data.synth.preset if cfg.data.synth is not None else None
+    sets = [f"name=ata-{preset}-{key}", *variant.overrides, f"backbone.init={init}", *args.set]
     plan = Plan([], {}, args.seeds, args.scale, sets)  # run_settings reads scale and sets
     return run_settings("i2net-ata", seed, cfg, n_train, plan, args.workers, tracking, run_dir)
 

@@ -234,8 +234,10 @@ def run_settings(
             f"backbone.num_workers={workers}",
             f"features.num_actors={preset_cfg.features.num_actors}",
         ]
+    preset = preset_cfg.data.synth.preset if preset_cfg.data.synth is not None else None
     return [
         method.config,
+        f"name=suite-{preset}-{key}",  # the MLflow run's name: suite-PRESET-METHOD-train-...
         f"data.root={preset_cfg.data.root}",
         "data.synth=null",  # the preset's dataset is there; a method run never generates one
         "evaluation.subset=validation",

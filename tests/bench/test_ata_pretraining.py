@@ -37,6 +37,8 @@ def test_the_variants_share_everything_but_the_temporal_attention(tmp_path):
     def rest(key: str) -> str:  # everything but the temporal attention, run folder as RUN
         config = configs[key].model_copy(deep=True)
         config.features.ata.temporal, config.features.ata.match = "aligned", "content"
+        assert config.name == f"ata-camera-{key}"
+        config.name = "NAME"
         return config.model_dump_json().replace(str(tmp_path / key), "RUN")
 
     assert rest("ata-position") == rest("ata") == rest("plain")

@@ -69,7 +69,7 @@ def test_a_run_never_generates_data_and_evaluates_once_at_the_end(tmp_path):
     cfg = suite.preset_config("configs/suite.yaml", "keyframes", tmp_path, [])
     plan = suite.build_plan(_args(presets=["keyframes"]))
     settings = suite.run_settings("asl", 2, cfg, 54, plan, 0, "sqlite:///x.db", tmp_path / "r")
-    assert settings[0] == "configs/demo_asl.yaml"
+    assert settings[:2] == ["configs/demo_asl.yaml", "name=suite-keyframes-asl"]
     assert "data.synth=null" in settings
     assert f"features.store={cfg.features.store}" in settings
     epochs = suite.epochs_for(100, 54, 0.5)
