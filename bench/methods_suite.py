@@ -536,13 +536,32 @@ def run_suite(args: argparse.Namespace) -> None:
         return
     results_dir = out if args.quick else None
     chart = bar_chart((results_dir or RESULTS_DIR) / "methods.png", plan.presets, results)
-    body = page_body(plan, extractions, sections, mechanism_rows, chart.name, wall, cost, args)
+    body = page_body(
+        plan, extractions, results, sections, mechanism_rows, chart.name, wall, cost, args
+    )
     write_results_page("methods", "The methods compared: the suite", body, results_dir=results_dir)
+
+
+def overview_table(presets: list[str], results: dict[str, dict[str, MethodIntervals]]) -> str:
+    """Methods by presets: each cell the test mean with its 95% interval (the README's table)."""
+    keys = [k for k in METHODS if any(k in results[p] for p in presets)]
+    lines = [
+        "| method | " + " | ".join(f"`{p}`" for p in presets) + " |",
+        "|---|" + "---|" * len(presets),
+    ]
+    for key in keys:
+        cells = []
+        for p in presets:
+            iv = results[p][key].average_mAP if key in results[p] else None
+            cells.append("-" if iv is None else f"{iv.estimate:.3f} [{iv.low:.3f}, {iv.high:.3f}]")
+        lines.append(f"| {METHODS[key].label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def page_body(
     plan: Plan,
     extractions: dict[str, Extraction],
+    results: dict[str, dict[str, MethodIntervals]],
     sections: list[str],
     mechanism_rows: list[str],
     chart: str,
@@ -584,7 +603,8 @@ def page_body(
             "seed positions drawn for both). A reading of 'no difference shown' means the "
             "interval contains 0. Runs are in the MLflow experiment `suite` "
             f"(`{Path(args.out).name}/mlflow.db` unless `MLFLOW_TRACKING_URI` is set).",
-            "\n".join(presets),
+            "## Test average mAP [95% CI]\n\n" + overview_table(plan.presets, results),
+            "## Presets\n\n" + "\n".join(presets),
             "Methods (with the overrides the suite adds: data, store, epochs, seed):\n\n" + configs,
             "## Each mechanism in the preset made for it\n\n" + "\n".join(mechanisms),
             "## Per preset\n\n" + "\n\n".join(sections),

@@ -138,3 +138,22 @@ def test_quick_suite_runs_end_to_end_and_resumes_from_its_records(tmp_path):
     assert (out / "methods.md").read_text().split("## Provenance")[0].count("[") == page.split(
         "## Provenance"
     )[0].count("[")
+
+
+def test_the_overview_puts_each_method_in_a_row_and_leaves_presets_it_skips_empty():
+    from tal.evaluation.bootstrap import MethodIntervals
+
+    def iv(name: str, x: float) -> MethodIntervals:
+        return MethodIntervals(name, 3, Interval(x, x - 0.02, x + 0.03), None)
+
+    results = {
+        "standard": {"baseline": iv("baseline", 0.3), "co2net": iv("co2net", 0.1)},
+        "context": {"baseline": iv("baseline", 0.5)},
+    }
+    lines = suite.overview_table(["standard", "context"], results).splitlines()
+    assert lines[0] == "| method | `standard` | `context` |"
+    assert (
+        lines[2] == "| ActionFormer-style baseline | 0.300 [0.280, 0.330] | 0.500 [0.480, 0.530] |"
+    )
+    assert lines[3] == "| CO2-Net (video-level labels only) | 0.100 [0.080, 0.130] | - |"
+    assert len(lines) == 4
