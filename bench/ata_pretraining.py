@@ -3,7 +3,7 @@ temporal attention from the same image weights, then I2Net on its features; on t
 and `standard` presets, 3 seeds, test average mAP with bootstrap intervals.
 
     python bench/ata_pretraining.py [--presets camera standard] [--seeds 0 1 2]
-                                    [--variants ...] [--scale 0.4]
+                                    [--variants ...] [--scale 0.3]
                                     [--image-epochs 12] [--frames-per-video 24]
                                     [--suite-out runs/bench/suite]
                                     [--out runs/bench/ata_pretraining] [--fresh] [--no-page]
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["camera", "standard"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--scale", type=float, default=0.4)
+    parser.add_argument("--scale", type=float, default=0.3)
     parser.add_argument("--image-epochs", type=int, default=12)
     parser.add_argument("--frames-per-video", type=int, default=24)
     parser.add_argument("--workers", type=int, default=0, help="Ray Train workers (0: in process)")

@@ -1,7 +1,7 @@
 """The methods suite: every applicable method on every `tal synth` preset, 3 seeds, scored on
 test with bootstrap intervals and paired differences to the baseline.
 
-    python bench/methods.py --suite [--presets ...] [--seeds 0 1 2] [--scale 0.4]
+    python bench/methods.py --suite [--presets ...] [--seeds 0 1 2] [--scale 0.3]
                                     [--workers 0] [--resamples 1000] [--out runs/bench/suite]
                                     [--fresh] [--quick] [--no-page] [--set key=value ...]
 
@@ -18,7 +18,10 @@ logged to the same MLflow run with ``test_average_mAP``.
 Training length: the demo configs' epochs are set for the demo's 14 training videos; here
 each method keeps its number of training videos seen, times ``--scale``:
 ``epochs = ceil(scale x config epochs x 14 / training videos)`` (warm-up likewise, at least
-1), so a preset with more videos gets fewer epochs of the same recipe. A method with its own
+1), so a preset with more videos gets fewer epochs of the same recipe. The default 0.3 is
+what the 2.5-hour budget buys on 2 CPU cores: at 0.5 a `standard` seed of the baseline,
+I2Net and ASL took 245 s (6 s an epoch for the baseline, twice that for I2Net) and the
+projected suite 2.9 hours, about half of it extraction. A method with its own
 features (I2Net on ATA) trains its backbone per seed by the same rule
 (``backbone.epochs``), then extracts with the suite's number of actors.
 
@@ -442,7 +445,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
             keys = (BASELINE, *keys)
         methods[p] = keys
     seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2])
-    scale = args.scale if args.scale is not None else (0.05 if args.quick else 0.4)
+    scale = args.scale if args.scale is not None else (0.05 if args.quick else 0.3)
     return Plan(presets, methods, seeds, scale, [*(QUICK_SETS if args.quick else []), *args.set])
 
 
@@ -453,7 +456,7 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale",
         type=float,
         default=None,
-        help="training videos seen, as a fraction of the demo recipes' (default 0.4)",
+        help="training videos seen, as a fraction of the demo recipes' (default 0.3)",
     )
     group.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (1000)")
     group.add_argument("--fresh", action="store_true", help="retrain runs already recorded")

@@ -49,7 +49,7 @@ def test_the_plan_always_keeps_the_baseline_and_quick_is_small():
     plan = suite.build_plan(_args(methods=["asl"]))
     assert plan.presets == list(PRESET_NAMES)
     assert all(keys == ("baseline", "asl") for keys in plan.methods.values())
-    assert plan.seeds == [0, 1, 2] and plan.scale == 0.4 and plan.sets == []
+    assert plan.seeds == [0, 1, 2] and plan.scale == 0.3 and plan.sets == []
     quick = suite.build_plan(_args(quick=True, set=["training.batch_size=2"]))
     assert quick.presets == suite.QUICK_PRESETS and quick.seeds == [0, 1]
     assert all(set(k) <= set(suite.QUICK_METHODS) for k in quick.methods.values())
@@ -72,7 +72,7 @@ def test_a_run_never_generates_data_and_evaluates_once_at_the_end(tmp_path):
     assert settings[:2] == ["configs/demo_asl.yaml", "name=suite-keyframes-asl"]
     assert "data.synth=null" in settings
     assert f"features.store={cfg.features.store}" in settings
-    epochs = suite.epochs_for(100, 54, 0.4)
+    epochs = suite.epochs_for(100, 54, plan.scale)
     assert f"training.epochs={epochs}" in settings
     assert f"training.eval_every={epochs}" in settings
     assert "seed=2" in settings and "evaluation.subset=validation" in settings
