@@ -513,19 +513,8 @@ def run_suite(args: argparse.Namespace) -> None:
         print(f"\n{preset} (test):\n" + "\n".join(table) + "\n", flush=True)
         sections.append(f"### `{preset}`\n\n{get_preset(preset).summary}.\n\n" + "\n".join(table))
         for m in MECHANISMS:
-            if m.preset != preset or m.method not in matched or m.reference not in matched:
-                continue
-            pair = {m.reference: matched[m.reference], m.method: matched[m.method]}
-            diff = next(
-                iv.difference
-                for iv in bootstrap_intervals(pair, baseline=m.reference, resamples=resamples)
-                if iv.name == m.method
-            )
-            assert diff is not None
-            mechanism_rows.append(
-                f"| {m.what} | `{preset}` | {METHODS[m.method].label} vs "
-                f"{METHODS[m.reference].label} | {signed(diff)} | {reading(diff)} |"
-            )
+            if m.preset == preset and m.method in matched and m.reference in matched:
+                mechanism_rows.append(mechanism_row(m, matched, resamples))
 
     wall = time.perf_counter() - started
     cost = sum(e.extract_seconds for e in extractions.values()) + sum(
@@ -544,6 +533,21 @@ def run_suite(args: argparse.Namespace) -> None:
         plan, extractions, results, sections, mechanism_rows, chart.name, wall, cost, args
     )
     write_results_page("methods", "The methods compared: the suite", body, results_dir=results_dir)
+
+
+def mechanism_row(m: Mechanism, matched: dict[str, list[MatchedDetections]], resamples: int) -> str:
+    """The mechanism's paired difference (its method against its reference) as a table row."""
+    pair = {m.reference: matched[m.reference], m.method: matched[m.method]}
+    diff = next(
+        iv.difference
+        for iv in bootstrap_intervals(pair, baseline=m.reference, resamples=resamples)
+        if iv.name == m.method
+    )
+    assert diff is not None
+    return (
+        f"| {m.what} | `{m.preset}` | {METHODS[m.method].label} vs "
+        f"{METHODS[m.reference].label} | {signed(diff)} | {reading(diff)} |"
+    )
 
 
 def overview_table(presets: list[str], results: dict[str, dict[str, MethodIntervals]]) -> str:

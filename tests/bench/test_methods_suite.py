@@ -157,3 +157,29 @@ def test_the_overview_puts_each_method_in_a_row_and_leaves_presets_it_skips_empt
     )
     assert lines[3] == "| CO2-Net (video-level labels only) | 0.100 [0.080, 0.130] | - |"
     assert len(lines) == 4
+
+
+def test_a_mechanism_row_reads_a_method_that_adds_every_missing_instance_as_a_gain():
+    from tal.data.predictions import Detections
+    from tal.evaluation.detection import match_detections
+    from tal.evaluation.random_case import random_case
+
+    gt, det = random_case(12, 4, 9.0, seed=2)
+    exact = [
+        (v.video_id, i.label, i.start, i.end, 2.0)  # above every random score
+        for v in gt.videos.values()
+        if v.subset == "validation"
+        for i in v.instances
+    ]
+    better = Detections.concat([det, Detections.from_rows(exact)])
+    tious = (0.3, 0.5, 0.7)
+    matched = {
+        "baseline": [match_detections(gt, det, "validation", tious)] * 2,
+        "asl": [match_detections(gt, better, "validation", tious)] * 2,
+    }
+    row = suite.mechanism_row(suite.MECHANISMS[2], matched, resamples=200)
+    assert row.startswith("| ASL's action sensitivity | `keyframes` | ASL vs ActionFormer-style")
+    assert row.endswith("| gain |")
+    same = {"baseline": matched["baseline"], "asl": matched["baseline"]}
+    row = suite.mechanism_row(suite.MECHANISMS[2], same, resamples=200)
+    assert "+0.000 [+0.000, +0.000] | no difference shown |" in row
