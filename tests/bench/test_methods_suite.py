@@ -100,16 +100,17 @@ def test_quick_suite_runs_end_to_end_and_resumes_from_its_records(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     page = (out / "methods.md").read_text()
     assert (out / "methods.png").stat().st_size > 10_000
-    rows = [
-        line
-        for line in page.splitlines()
-        if line.startswith("| ActionFormer") or line.startswith("| I2Net")
-    ]
-    assert len(rows) == 2
-    # every cell: a mean with its interval; I2Net: a paired difference with its interval
-    for row in rows:
-        assert "[" in row.split("|")[2]
-    assert "[" in rows[1].split("|")[3]
+    overview, per_preset = page.split("## Per preset")
+
+    def method_rows(text: str) -> list[str]:
+        return [r for r in text.splitlines() if r.startswith(("| ActionFormer", "| I2Net"))]
+
+    # every cell: a mean with its interval, in the overview and in the preset's table;
+    # I2Net: a paired difference to the baseline with its interval
+    for rows in (method_rows(overview), method_rows(per_preset)):
+        assert len(rows) == 2
+        assert all("[" in row.split("|")[2] for row in rows)
+    assert "[" in method_rows(per_preset)[1].split("|")[3]
     records = sorted((out / "standard").glob("*_seed*/suite.json"))
     assert [r.parent.name for r in records] == [
         "baseline_seed0",
