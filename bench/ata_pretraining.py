@@ -43,8 +43,7 @@ from pathlib import Path
 from methods_suite import (
     Finished,
     Plan,
-    check_scores,
-    matched_runs,
+    checked_match,
     preset_config,
     reading,
     recorded_run,
@@ -201,10 +200,9 @@ def main() -> None:
                 )
                 name = f"{preset}: {key} seed {seed}"
                 done = recorded_run(settings, run_dir, True, args.workers, args.fresh, name)
-                check_scores(ann, run_dir, done)
                 cost += done.seconds
                 runs.setdefault(key, []).append(done)
-                matched.setdefault(key, []).extend(matched_runs(ann, run_dir, [done]))
+                matched.setdefault(key, []).append(checked_match(ann, run_dir, done))
                 _, meta = read_weights(run_dir / "backbone_rgb.pt")
                 accuracy.setdefault(key, []).append(float(meta["val_accuracy"]))
         intervals = {iv.name: iv for iv in bootstrap_intervals(matched, resamples=args.resamples)}

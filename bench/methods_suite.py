@@ -263,7 +263,7 @@ def run_settings(
 
 def train_one(
     settings: list[str], own_features: bool, workers: int, log: Callable[[str], None]
-) -> tuple[Finished, Path]:
+) -> Finished:
     config = load_config(settings[0], settings[1:])
     run_dir = Path(config.run_dir)
     t0 = time.perf_counter()
@@ -286,7 +286,7 @@ def train_one(
         run_id=outcome.run_id,
         settings=settings,
         predictions=predictions.name,
-    ), run_dir
+    )
 
 
 def _log_test(tracking_uri: str, run_id: str, value: float, predictions: Path) -> None:
@@ -326,7 +326,7 @@ def recorded_run(
         if earlier.settings == settings and (run_dir / earlier.predictions).is_file():
             print(f"{name}: reused {record}", flush=True)
             return earlier
-    done, _ = train_one(settings, own_features, workers, lambda _m: None)
+    done = train_one(settings, own_features, workers, lambda _m: None)
     record.write_text(json.dumps(asdict(done), indent=1) + "\n", encoding="utf-8")
     print(
         f"{name}: test {done.test:.4f}, validation {done.validation:.4f} "
@@ -336,25 +336,17 @@ def recorded_run(
     return done
 
 
-def matched_runs(
-    ann: AnnotationSet, run_dir: Path, finished: list[Finished]
-) -> list[MatchedDetections]:
+def checked_match(ann: AnnotationSet, run_dir: Path, done: Finished) -> MatchedDetections:
+    """The run's saved test predictions, matched for the bootstrap, once they are shown to
+    give the recorded test score (a stale folder is caught here)."""
     tious = json.loads(TIOU)
-    return [
-        match_detections(ann, load_predictions(run_dir / f.predictions), "test", tious)
-        for f in finished
-    ]
-
-
-def check_scores(ann: AnnotationSet, run_dir: Path, done: Finished) -> None:
-    """The saved predictions give the recorded test score (a stale folder is caught here)."""
-    result = evaluate_detection(
-        ann, load_predictions(run_dir / done.predictions), "test", json.loads(TIOU)
-    )
+    predictions = load_predictions(run_dir / done.predictions)
+    result = evaluate_detection(ann, predictions, "test", tious)
     if abs(result.average_mAP - done.test) > 1e-9:
         raise RuntimeError(
             f"{run_dir}: predictions score {result.average_mAP}, recorded {done.test}"
         )
+    return match_detections(ann, predictions, "test", tious)
 
 
 def reading(difference: Interval | None) -> str:
@@ -501,9 +493,8 @@ def run_suite(args: argparse.Namespace) -> None:
             for seed in plan.seeds:
                 done = run_cell(key, seed, preset, cfg, n_train, plan, args, tracking)
                 run_dir = out / preset / f"{key}_seed{seed}"
-                check_scores(ann, run_dir, done)
                 runs.setdefault(key, []).append(done)
-                matched.setdefault(key, []).extend(matched_runs(ann, run_dir, [done]))
+                matched.setdefault(key, []).append(checked_match(ann, run_dir, done))
         intervals = {
             iv.name: iv
             for iv in bootstrap_intervals(matched, baseline=BASELINE, resamples=resamples)
