@@ -149,6 +149,33 @@ def write_results_page(
     return path
 
 
+def write_readme_section(
+    name: str, body_markdown: str, argv: list[str] | None = None, readme: Path | None = None
+) -> Path:
+    """Replace what lies between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in the
+    README with the body and a line saying which command wrote it, at which commit and when,
+    so the README's headline numbers come from a script like the pages do."""
+    path = REPO / "README.md" if readme is None else Path(readme)
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = path.read_text(encoding="utf-8")
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(f"{path}: expected one '{begin}' line followed by one '{end}' line")
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    commit = commit_line()
+    short = commit if commit.startswith("unknown") else commit[:7] + commit[40:]
+    written = (
+        f"Written by `{command_line(list(sys.argv if argv is None else argv))}` at commit "
+        f"{short} on {when}; [docs/results/{name}.md](docs/results/{name}.md) has the "
+        "machine and the details."
+    )
+    block = "\n".join([begin, "", body_markdown.strip(), "", written, "", end])
+    atomic_write_text(path, head + block + tail)
+    print(f"wrote {path} ({begin})")
+    return path
+
+
 def code_block(lines: list[str]) -> str:
     """Printed lines as a fenced text block, for scripts whose output is not a table."""
     return "\n".join(["```text", *lines, "```"])

@@ -91,6 +91,8 @@ def test_quick_suite_runs_end_to_end_and_resumes_from_its_records(tmp_path):
         "--quick",
         "--presets",
         "standard",
+        "--seeds",
+        "0",
         "--resamples",
         "200",
         "--out",
@@ -114,9 +116,7 @@ def test_quick_suite_runs_end_to_end_and_resumes_from_its_records(tmp_path):
     records = sorted((out / "standard").glob("*_seed*/suite.json"))
     assert [r.parent.name for r in records] == [
         "baseline_seed0",
-        "baseline_seed1",
         "i2net_seed0",
-        "i2net_seed1",
     ]
     extraction = json.loads((out / "standard" / "extraction.json").read_text())
     assert extraction["videos"] == 10 and extraction["extract_seconds"] > 0
@@ -134,7 +134,7 @@ def test_quick_suite_runs_end_to_end_and_resumes_from_its_records(tmp_path):
 
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("reused") == 4
+    assert again.stdout.count("reused") == 2
     assert "epoch 1/" not in again.stdout  # nothing trained again
     assert (out / "methods.md").read_text().split("## Provenance")[0].count("[") == page.split(
         "## Provenance"
@@ -184,3 +184,16 @@ def test_a_mechanism_row_reads_a_method_that_adds_every_missing_instance_as_a_ga
     same = {"baseline": matched["baseline"], "asl": matched["baseline"]}
     row = suite.mechanism_row(suite.MECHANISMS[2], same, resamples=200)
     assert "+0.000 [+0.000, +0.000] | no difference shown |" in row
+
+
+def test_the_readme_headline_holds_the_overview_and_every_mechanism_row():
+    from tal.evaluation.bootstrap import MethodIntervals
+
+    plan = suite.build_plan(_args())
+    iv = MethodIntervals("baseline", 3, Interval(0.3, 0.28, 0.33), None)
+    results = {p: {"baseline": iv} for p in plan.presets}
+    rows = ["| intra | `context` | I2Net vs baseline | -0.1 [-0.2, -0.0] | loss |"]
+    body = suite.readme_body(plan, results, rows)
+    assert body.startswith("Test average mAP [95% CI], seeds 0 1 2, 0.3 x")
+    assert suite.overview_table(plan.presets, results) in body
+    assert body.endswith("|---|---|---|---|---|\n" + rows[0])
