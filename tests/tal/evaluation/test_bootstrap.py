@@ -89,6 +89,26 @@ def test_intervals_hold_the_estimate_and_a_method_against_itself_differs_by_zero
     assert (same.difference.low, same.difference.estimate, same.difference.high) == (0, 0, 0)
 
 
+def test_the_interval_is_the_plain_percentiles_moved_by_the_resamples_offset():
+    runs = {"m": [match_detections(*_case(s), "validation", TIOU) for s in (0, 1)]}
+    shifted = bootstrap_intervals(runs, resamples=300)[0].average_mAP
+    plain = bootstrap_intervals(runs, resamples=300, shift=False)[0].average_mAP
+    assert shifted.estimate == plain.estimate
+    assert shifted.half_width == pytest.approx(plain.half_width)  # the same spread
+    offset = plain.low - shifted.low
+    assert plain.high - shifted.high == pytest.approx(offset)
+    # the resamples' mean, recomputed with the same draws, is what was taken off
+    rng = np.random.default_rng(0)
+    n = len(runs["m"][0].video_ids)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=300)
+    draws = rng.integers(0, 2, size=(300, 2))
+    per_seed = np.stack([resampled_average_map(r, weights) for r in runs["m"]])
+    stat = per_seed[draws, np.arange(300)[:, None]].mean(axis=1)
+    assert offset == pytest.approx(stat.mean() - plain.estimate)
+    assert offset != 0
+    assert shifted.low < shifted.estimate < shifted.high
+
+
 def test_a_method_better_on_every_video_has_a_positive_paired_difference():
     gt, det = _case(3)
     # "better": the same detections plus an exact copy of every ground-truth instance on top
