@@ -8,12 +8,12 @@ PYTEST_ARGS ?=
 # the project's container image (infra/docker/Dockerfile), tagged with the package version
 IMAGE ?= tal-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: demo test test-fast install weights lint format bench clean up down status image
+.PHONY: demo test test-fast install weights lint format bench clean up down status image postgres-server
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# requirements.lock pins every transitive version that resolved together on this machine kind
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev,cluster]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -28,7 +28,7 @@ weights: $(STAMP)
 demo: weights
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m flows.pipeline --config $(CONFIG)
 
-test: weights
+test: weights postgres-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # the unit tier: no Ray, no servers, no network, no pretrained weights; under 2 minutes on
@@ -37,9 +37,20 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
 
 # the local loopback stack: Ray head (127.0.0.1:8265), MLflow (127.0.0.1:5000), Prefect
-# (127.0.0.1:4200) as background processes; pids and logs in .stack/
-up: $(STAMP)
-	$(BIN)/python infra/local/stack.py up
+# (127.0.0.1:4200) as background processes; pids and logs in .stack/. PROFILE=cluster adds
+# PostgreSQL (127.0.0.1:5433), an S3 API (127.0.0.1:9000) and a second Ray node, with MLflow
+# and Prefect on PostgreSQL and MLflow's artifacts in S3 (docs/guides/cluster.md)
+PROFILE ?= local
+up: $(STAMP) $(if $(filter cluster,$(PROFILE)),postgres-server)
+	$(BIN)/python infra/local/stack.py up --profile $(PROFILE)
+
+# PostgreSQL's server for PROFILE=cluster and its tests: Debian's package (with contrib's
+# pg_trgm, which Prefect's schema needs), installed when no server is found
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+		echo "installing Debian's postgresql (server and contrib)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends postgresql postgresql-contrib; }
 
 down: $(STAMP)
 	$(BIN)/python infra/local/stack.py down
