@@ -28,8 +28,12 @@ weights: $(STAMP)
 demo: weights
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m flows.pipeline --config $(CONFIG)
 
+# the full suite on TEST_WORKERS pytest-xdist workers (most of its time is spent waiting on
+# servers, Ray and subprocesses): a file's tests stay on one worker, the stack files share one
+# (tests/conftest.py)
+TEST_WORKERS ?= 2
 test: weights postgres-server
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # the unit tier: no Ray, no servers, no network, no pretrained weights; under 2 minutes on
 # 2 cores (tests/conftest.py fails a test of this tier that starts Ray)

@@ -96,6 +96,7 @@ MANIFEST_COLUMNS = (
     "duration",
     "error",
     "seconds",
+    "node",
 )
 
 
@@ -300,11 +301,13 @@ class FeatureStore:
         features: Mapping[str, np.ndarray],
         meta: Mapping[str, Any],
         seconds: float | None = None,
+        node: str | None = None,
     ) -> None:
         """Write every modality of ``video_id``, then mark it complete and record it done.
 
         ``meta`` needs ``num_frames`` (resampled frames); ``fps`` defaults to the store's and
-        ``duration`` to ``num_frames / fps``. Arrays are cast to the store's dtype.
+        ``duration`` to ``num_frames / fps``. Arrays are cast to the store's dtype. ``node``
+        names the machine that extracted it (a Ray node id), for the manifest.
         """
         check_video_id(video_id)
         self._check_writable()
@@ -333,6 +336,7 @@ class FeatureStore:
             num_features=info["num_features"],
             duration=info["duration"],
             seconds=seconds,
+            node=node,
         )
 
     def _check_features(
@@ -517,6 +521,7 @@ class FeatureStore:
         duration: float | None = None,
         error: str | None = None,
         seconds: float | None = None,
+        node: str | None = None,
     ) -> None:
         """Upsert the manifest row of ``video_id`` (its own file, so writers never collide)."""
         check_video_id(video_id)
@@ -537,6 +542,7 @@ class FeatureStore:
             "duration": None if duration is None else float(duration),
             "error": None if status == "done" else str(error),
             "seconds": None if seconds is None else float(seconds),
+            "node": None if node is None else str(node),
         }
         self._put_text(f"{MANIFEST_DIR}/{video_id}.json", json.dumps(row))
 
@@ -640,6 +646,7 @@ def _manifest_table(rows: list[dict[str, Any]]):
             ("duration", pa.float64()),
             ("error", pa.string()),
             ("seconds", pa.float64()),
+            ("node", pa.string()),
         ]
     )
     return pa.Table.from_pylist(

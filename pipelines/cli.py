@@ -289,7 +289,10 @@ def extract(
         Path | None, typer.Option(help="folder of video files (default: the config's data.videos)")
     ] = None,
     store: Annotated[
-        Path | None, typer.Option(help="Zarr feature store (default: features.store)")
+        str | None,
+        typer.Option(
+            help="Zarr feature store, a folder or an fsspec URL (default: features.store)"
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Ray actors (default: features.num_actors)")

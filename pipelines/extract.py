@@ -218,6 +218,13 @@ def source_changed(meta: dict[str, Any], path: str | os.PathLike[str]) -> bool:
     return source_fingerprint(path)["source_sha256"] != meta["source_sha256"]
 
 
+def _ray_node_id() -> str | None:
+    """The Ray node this process runs on (the manifest's ``node``), or None outside Ray."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 class ExtractWorker:
     """One Ray actor: networks loaded once, videos extracted into the store one at a time."""
 
@@ -239,6 +246,7 @@ class ExtractWorker:
         models = {m: resolve_network(extractor, spec, m)[0] for m, spec in specs.items()}
         self.extractor = VideoExtractor(models, settings, device)
         self.store = FeatureStore.open(store, mode="a")
+        self.node = _ray_node_id()
 
     def ready(self) -> str:
         return str(self.extractor.device)
@@ -253,7 +261,7 @@ class ExtractWorker:
             out = self.extractor.extract(path)
         except (VideoDecodeError, RuntimeError, ValueError, OSError) as exc:
             error = str(exc) if isinstance(exc, VideoDecodeError) else f"{path}: {exc}"
-            self.store.record(video_id, "failed", error=error)
+            self.store.record(video_id, "failed", error=error, node=self.node)
             return VideoResult(video_id, "failed", error=error)
         seconds = time.perf_counter() - start
         self.store.write_video(
@@ -261,6 +269,7 @@ class ExtractWorker:
             out.features,
             {"num_frames": out.num_frames, "fps": out.fps, "duration": out.duration, **source},
             seconds=seconds,
+            node=self.node,
         )
         return VideoResult(video_id, "done", out.num_clips, seconds, padded=out.padded)
 
@@ -307,6 +316,8 @@ def _actor_options(features: FeaturesConfig, workers: int, log) -> tuple[dict, s
     options: dict[str, Any] = {
         "num_cpus": threads,
         "runtime_env": {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}},
+        # over every node with room, not packed onto the first (Ray's default fills a node)
+        "scheduling_strategy": "SPREAD",
     }
     if os.environ.get(CRASH_ENV):  # the test hook reaches actors on an existing cluster too
         options["runtime_env"]["env_vars"][CRASH_ENV] = os.environ[CRASH_ENV]
@@ -422,6 +433,7 @@ def _extract_on_actors(
     actors = [new_actor() for _ in range(workers)]
     attempts: dict[str, int] = {}
     running: dict[Any, tuple[int, str, float]] = {}  # ref -> (actor slot, video, started)
+    starting: dict[Any, int] = {}  # ready() ref of a replacement actor -> its slot
     bar = Progress(len(todo), progress_stream)
     finished = 0
 
@@ -432,14 +444,21 @@ def _extract_on_actors(
             running[ref] = (slot, vid, time.perf_counter())
 
     def actor_lost(slot: int, vid: str, reason: str) -> None:
+        """Replace the actor of ``slot``; it takes videos once it is ready (on a cluster that
+        lost a node it may wait for room, while the other actors go on with every video)."""
         nonlocal finished
         ray.kill(actors[slot], no_restart=True)
         actors[slot] = new_actor()
+        starting[actors[slot].ready.remote()] = slot
         attempts[vid] = attempts.get(vid, 0) + 1
         if attempts[vid] <= features.max_retries:
             summary.retried += 1
             log(f"{vid}: {reason}; worker replaced, retry {attempts[vid]}")
             todo.appendleft(vid)
+            busy = {s for s, _, _ in running.values()} | set(starting.values())
+            idle = [s for s in range(workers) if s not in busy]
+            if idle:  # a ready worker with nothing left to do takes it now
+                submit(idle[0])
         else:
             error = f"{files[vid]}: {reason} ({attempts[vid]} attempts)"
             fs.record(vid, "failed", error=error)
@@ -447,6 +466,17 @@ def _extract_on_actors(
             summary.failures.append((vid, error))
             finished += 1
             bar.update(finished, summary.failed, summary.clips, f"{vid} failed")
+
+    def replacement_ready(ref: Any) -> None:
+        slot = starting.pop(ref)
+        try:
+            ray.get(ref)
+        except (RayActorError, WorkerCrashedError) as exc:  # try once more, in a while
+            log(f"a replacement worker could not start ({type(exc).__name__}); trying again")
+            actors[slot] = new_actor()
+            starting[actors[slot].ready.remote()] = slot
+            return
+        submit(slot)
 
     disk_full: str | None = None  # the video of the first full-disk error
     manifest_error = ""
@@ -461,15 +491,28 @@ def _extract_on_actors(
         bar.start = start
         for slot in range(workers):
             submit(slot)
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+        idle_since: float | None = None  # since when videos wait and no actor is working
+        while running or (todo and starting):
+            if running:
+                idle_since = None
+            else:
+                idle_since = idle_since or time.perf_counter()
+                if time.perf_counter() - idle_since > features.video_timeout:
+                    raise ExtractError(
+                        f"{len(todo)} videos left and no extraction worker could start for "
+                        f"{features.video_timeout:g} s: the Ray cluster has no room for one "
+                        f"({options['num_cpus']} CPUs each); add a node and run again"
+                    )
+            ready, _ = ray.wait([*running, *starting], num_returns=1, timeout=1.0)
             for ref in ready:
+                if ref in starting:
+                    replacement_ready(ref)
+                    continue
                 slot, vid, _ = running.pop(ref)
                 try:
                     result: VideoResult = ray.get(ref)
                 except (RayActorError, WorkerCrashedError) as exc:
                     actor_lost(slot, vid, f"worker died ({type(exc).__name__})")
-                    submit(slot)
                     continue
                 except RayTaskError as exc:  # an unexpected error inside the actor
                     cause = exc.cause if exc.cause is not None else exc
@@ -500,7 +543,6 @@ def _extract_on_actors(
                 if now - started > features.video_timeout:
                     running.pop(ref)
                     actor_lost(slot, vid, f"timed out after {features.video_timeout:g} s")
-                    submit(slot)
     finally:
         bar.close()
         for actor in actors:

@@ -357,7 +357,10 @@ def ray_fit(
         train_loop_config=job,
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=t.use_gpu, resources_per_worker=resources
+            num_workers=workers,
+            use_gpu=t.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=t.placement_strategy,
         ),
         run_config=RunConfig(
             name=run_name,

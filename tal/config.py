@@ -145,7 +145,12 @@ class FeaturesConfig(_Section):
         "network tal train-backbone trains",
     )
     modalities: list[Literal["rgb", "flow"]] = ["rgb", "flow"]
-    store: Path | None = Field(None, description="Zarr store; default RUN_DIR/features.zarr")
+    store: Path | str | None = Field(
+        None,
+        description="Zarr store: a folder, or an fsspec URL such as s3://BUCKET/features.zarr "
+        "(s3fs; endpoint and credentials from the AWS_* environment); default "
+        "RUN_DIR/features.zarr",
+    )
     weights: str = Field(
         "kinetics-rgb", description="RGB weights: kinetics-rgb, random or a checkpoint path"
     )
@@ -187,6 +192,14 @@ class FeaturesConfig(_Section):
                     f"ata.dim {self.ata.dim} must be a multiple of ata.heads {self.ata.heads}"
                 )
         return self
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_location(cls, value: Any) -> Any:
+        """A URL (``scheme://...``) stays text; anything else is a local path."""
+        if value is None or (isinstance(value, str) and "://" in value):
+            return value
+        return Path(value)
 
 
 class PairsConfig(_Section):
@@ -244,6 +257,12 @@ class TrainingConfig(_Section):
     cpus_per_worker: int = Field(1, ge=1, description="CPUs (and torch threads) per worker")
     max_failures: int = Field(
         2, ge=0, description="worker failures Ray Train recovers from (from the last checkpoint)"
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description="where Ray Train places its workers (Ray's placement group strategies): "
+        "PACK fills a node first (Ray Train's default), SPREAD and STRICT_SPREAD put them on "
+        "different nodes",
     )
     amp: bool = Field(True, description="bfloat16 autocast on GPU (ignored on CPU)")
     crop_ratio: tuple[float, float] | None = Field(

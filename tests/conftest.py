@@ -13,6 +13,25 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# test files that bring up a whole loopback stack (`ray start --head` records "the" local
+# cluster in /tmp/ray): under pytest-xdist they run one after another on one worker
+STACK_FILES = ("test_local_stack.py", "test_cluster_stack.py", "test_stack_faults.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (``make test``): a file's tests stay together on
+    one worker (its module fixtures are made once), the stack files share one worker, and they
+    are handed out first, since they are the longest group."""
+    if not hasattr(config, "workerinput"):  # not an xdist worker
+        return
+    for item in items:
+        name = item.path.name
+        group = "stack" if name in STACK_FILES else str(item.path.relative_to(REPO_ROOT))
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.path.name not in STACK_FILES)  # stable: stack first
+
+
 def shared_data_dir() -> Path:
     """The real annotations/videos folder: $TAL_SHARED_DATA or ../shared/data beside the repo."""
     return Path(os.environ.get("TAL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

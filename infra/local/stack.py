@@ -290,7 +290,19 @@ def _pid(service: Service) -> int | None:
         return None
     except PermissionError:
         pass
+    if _zombie(pid):  # dead, not yet reaped by whoever adopted it
+        service.pid_file.unlink(missing_ok=True)
+        return None
     return pid
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped (state Z in /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _port_taken(port: int) -> bool:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,12 +17,19 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))  # the helpers beside this file
+
+from prefect_worker import start_worker, stop_worker, wait_for  # noqa: E402
+
 STACK = [sys.executable, str(ROOT / "infra" / "local" / "stack.py")]
+BIN = Path(sys.executable).parent
 SERVICES = ("postgres", "s3", "ray", "mlflow", "prefect", "ray-node2")
 PORTS = ("RAY", "RAY_DASHBOARD", "RAY_AGENT", "MLFLOW", "PREFECT", "POSTGRES", "S3")
 # credentials as a user's shell (or a secret store) would give them; never in the repository
@@ -55,7 +64,14 @@ class Cluster:
 
     @property
     def client_env(self) -> dict[str, str]:
-        return {**self.env, **self.exports}
+        """What a user's shell has after the exports of `make status`."""
+        return {**self.env, **self.exports, "PREFECT_HOME": str(self.root / "prefect-client")}
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """A command of the repository's environment, run as that user from the checkout."""
+        return subprocess.run(
+            [*args], env=self.client_env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
 
     def pids(self) -> list[int]:
         return [int((self.root / "stack" / f"{n}.pid").read_text()) for n in SERVICES]
@@ -198,17 +214,272 @@ def test_mlflow_keeps_runs_in_postgresql_and_artifacts_in_s3(cluster, tmp_path):
 
 def test_prefect_keeps_its_state_in_postgresql(cluster):
 
-    prefect = str(Path(sys.executable).parent / "prefect")
-    made = subprocess.run(
-        [prefect, "work-pool", "create", "probe-pool", "--type", "process"],
-        env={**cluster.client_env, "PREFECT_HOME": str(cluster.root / "prefect-client")},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    made = cluster.run(
+        str(BIN / "prefect"), "work-pool", "create", "probe-pool", "--type", "process"
     )
     assert made.returncode == 0, made.stdout + made.stderr
     pools = _query(cluster, "prefect", "SELECT name FROM work_pool WHERE name = 'probe-pool'")
     assert pools == [("probe-pool",)]
+
+
+# where each piece of the run lives: the store and Ray Train's checkpoints in the bucket
+RUN = "onthecluster"
+
+
+def _ray_facts(cluster: Cluster) -> dict:
+    """The cluster's live nodes (id -> is the second node) and the nodes every Ray Train
+    worker ran on, from the Ray head (its state API keeps dead actors)."""
+    driver = textwrap.dedent(
+        """
+        import json, os, ray
+        from ray.util.state import list_actors
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        nodes = {n["NodeID"]: bool(n["Resources"].get("second_node"))
+                 for n in ray.nodes() if n["Alive"]}
+        train = list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
+        print(json.dumps({"nodes": nodes, "train_workers": [a.node_id for a in train]}))
+        """
+    )
+    done = cluster.run(sys.executable, "-c", driver, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _s3_env(cluster: Cluster, monkeypatch) -> None:
+    """This process reads the bucket as the stack's exports say (fsspec, boto3)."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.setenv(key, cluster.exports[key])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _keys(cluster: Cluster, prefix: str) -> list[str]:
+    s3 = _s3(cluster)
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=cluster.exports["S3_BUCKET"], Prefix=prefix
+    )
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def _stop_service(cluster: Cluster, name: str, sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to a service's whole process group (SIGKILL: the node or server dies at
+    once, its children with it) and wait until it is gone."""
+    pid = int((cluster.root / "stack" / f"{name}.pid").read_text())
+    os.killpg(pid, sig)
+
+    def gone() -> bool:
+        state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True)
+        return state.stdout.strip() in (b"", b"Z", b"Zs")
+
+    wait_for(gone, 60, f"{name} to stop", interval=0.2)
+
+
+def _bring_back(cluster: Cluster) -> None:
+    """`make up` again starts what is not running."""
+    up = _stack(cluster.env, "up", "--profile", "cluster")
+    assert up.returncode == 0, up.stdout + up.stderr
+    # the head's view of the nodes lags a restart by a heartbeat or two
+    wait_for(lambda: len(_ray_facts(cluster)["nodes"]) == 2, 60, "two live Ray nodes", interval=1)
+
+
+def _second_node(cluster: Cluster) -> str:
+    return next(n for n, second in _ray_facts(cluster)["nodes"].items() if second)
+
+
+def test_the_pipeline_deployment_runs_on_both_nodes_with_its_store_in_s3(
+    cluster, tiny_pipeline_config, monkeypatch
+):
+    bucket = cluster.exports["S3_BUCKET"]
+    run_dir = cluster.root / RUN
+    raw = tiny_pipeline_config(run_dir, RUN)
+    raw["features"] |= {"num_actors": 2, "store": f"s3://{bucket}/{RUN}/features.zarr"}
+    raw["training"] |= {
+        "storage_path": f"s3://{bucket}/{RUN}/train",
+        "placement_strategy": "STRICT_SPREAD",  # one worker on each node, or no run
+    }
+    config = cluster.root / f"{RUN}.yaml"
+    config.write_text(yaml.safe_dump(raw))
+
+    prefect = str(BIN / "prefect")
+    pool = cluster.run(prefect, "work-pool", "create", "tal-local", "--type", "process")
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deployed = cluster.run(prefect, "--no-prompt", "deploy", "--name", "tal-pipeline/demo")
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    worker = start_worker("tal-local", cluster.client_env, cluster.root, cluster.root / "w.log")
+    try:
+        run = ("deployment", "run", "tal-pipeline/demo", "--param", f"config={config}", "--watch")
+        ran = cluster.run(prefect, *run, timeout=900)
+        assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+        assert "Completed" in ran.stdout
+    finally:
+        stop_worker(worker)
+    summary = json.loads((run_dir / "pipeline_summary.json").read_text())
+    assert summary["extracted"]["done"] == 8 and summary["extracted"]["failed"] == 0
+    assert not (run_dir / "features.zarr").exists()  # nothing of the store on local disk
+
+    # extraction actors ran on both nodes (the manifest names each video's), and so did the
+    # two Ray Train workers
+    facts = _ray_facts(cluster)
+    assert len(facts["nodes"]) == 2
+    _s3_env(cluster, monkeypatch)
+    from features.store import FeatureStore
+
+    remote = FeatureStore.open(raw["features"]["store"])
+    rows = remote.manifest().to_pylist()
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"done"}
+    assert {r["node"] for r in rows} == set(facts["nodes"])
+    assert len(facts["train_workers"]) >= 2 and set(facts["train_workers"]) == set(facts["nodes"])
+
+    # Ray Train's checkpoints and the MLflow run's artifacts are objects in the bucket
+    assert any(k.endswith("/checkpoint.pt") for k in _keys(cluster, f"{RUN}/train/"))
+    trained = summary["trained"]
+    artifacts = _keys(cluster, f"mlartifacts/{trained['experiment_id']}/")
+    assert artifacts and any(trained["run_id"] in k for k in artifacts)
+
+    # the store read back from S3 equals a local folder store of the same videos
+    local = cluster.root / "local.zarr"
+    extract = ("-m", "pipelines", "extract", "--config", str(config), "--store", str(local))
+    done = cluster.run(sys.executable, *extract, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    here = FeatureStore.open(local)
+    assert here.completed() == remote.completed() and len(here.completed()) == 8
+    assert here.attrs == remote.attrs
+    for video in sorted(here.completed()):
+        assert here.meta(video)["num_features"] == remote.meta(video)["num_features"]
+        np.testing.assert_allclose(remote.read(video), here.read(video), rtol=1e-3, atol=1e-3)
+
+
+def test_extraction_goes_on_on_the_head_when_the_second_node_dies(
+    cluster, tiny_pipeline_config, monkeypatch
+):
+    bucket = cluster.exports["S3_BUCKET"]
+    # 10 videos of 20-30 s: long enough to kill the node half way
+    raw = tiny_pipeline_config(cluster.root / "nodeloss", "nodeloss", videos=10, min_duration=20)
+    raw["data"]["synth"]["max_duration"] = 30
+    store = f"s3://{bucket}/nodeloss/features.zarr"
+    raw["features"] |= {"num_actors": 2, "store": store}
+    config = cluster.root / "nodeloss.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    second = _second_node(cluster)
+    s3 = _s3(cluster)
+
+    def done_on_second() -> bool:
+        for key in _keys(cluster, "nodeloss/features.zarr/_manifest/"):
+            row = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            if row["node"] == second:
+                return True
+        return False
+
+    extract = [sys.executable, "-m", "pipelines", "extract", "--config", str(config)]
+    proc = subprocess.Popen(
+        extract,
+        env=cluster.client_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(done_on_second, 300, "a video extracted on the second node", interval=0.2)
+        _stop_service(cluster, "ray-node2")
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    _s3_env(cluster, monkeypatch)
+    from features.store import FeatureStore
+
+    rows = {r["video_id"]: r for r in FeatureStore.open(store).manifest().to_pylist()}
+    assert len(rows) == 10 and {r["status"] for r in rows.values()} == {"done"}
+    on_second = [v for v, r in rows.items() if r["node"] == second]
+    assert 1 <= len(on_second) < 10
+    # the video the dead node held went back to the queue and was done on the head
+    lost = re.findall(r"^(\S+): worker died \(\w+\); worker replaced, retry 1$", out, re.M)
+    assert lost, out[-3000:]
+    assert all(rows[v]["node"] not in (None, second) for v in lost)
+    assert "extracted" in out and "failed 0" in out
+    _bring_back(cluster)
+
+
+def test_training_restarts_from_its_s3_checkpoint_when_the_second_node_dies(cluster):
+    from pipelines.tracking import client
+
+    config = cluster.root / f"{RUN}.yaml"  # the deployment's run above: its store is in S3
+    storage = f"s3://{cluster.exports['S3_BUCKET']}/nodeloss-train"
+    sets = [f"training.storage_path={storage}", "training.epochs=30", "training.eval_every=30"]
+    sets += ["training.max_failures=4", "name=nodeloss-train"]
+    train = [sys.executable, "-m", "pipelines", "train", "--config", str(config)]
+    for item in sets:
+        train += ["--set", item]
+    proc = subprocess.Popen(
+        train,
+        env=cluster.client_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: any(k.endswith("/checkpoint.pt") for k in _keys(cluster, "nodeloss-train/")),
+            300,
+            "a checkpoint in S3",
+            interval=0.2,
+        )
+        _stop_service(cluster, "ray-node2")
+        _bring_back(cluster)  # room again for a worker on each node
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    latest = json.loads((cluster.root / RUN / "latest_train.json").read_text())
+    c = client(latest["tracking_uri"])
+    assert c.get_run(latest["run_id"]).info.status == "FINISHED"
+    resumed = [m.value for m in c.get_metric_history(latest["run_id"], "resumed_after_epoch")]
+    assert len(resumed) == 1 and 1 <= resumed[0] < 30
+    steps = [m.step for m in c.get_metric_history(latest["run_id"], "train_loss")]
+    # one history: the epochs before the node died, then again from the checkpoint on
+    assert steps[-(30 - int(resumed[0])) :] == list(range(int(resumed[0]) + 1, 31))
+
+
+def test_a_postgresql_restart_during_training_loses_no_metric(cluster):
+    from pipelines.tracking import client
+
+    config = cluster.root / f"{RUN}.yaml"
+    sets = ["training.epochs=20", "training.eval_every=20", "name=pgrestart"]
+    sets += [f"training.storage_path=s3://{cluster.exports['S3_BUCKET']}/pgrestart"]
+    train = [sys.executable, "-m", "pipelines", "train", "--config", str(config)]
+    for item in sets:
+        train += ["--set", item]
+    proc = subprocess.Popen(
+        train,
+        env=cluster.client_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def logged() -> list[tuple]:
+        return _query(
+            cluster,
+            "mlflow",
+            "SELECT m.step FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
+            "WHERE r.name LIKE 'pgrestart-%%' AND m.key = 'train_loss'",
+        )
+
+    try:
+        wait_for(logged, 300, "a first epoch in PostgreSQL", interval=0.2)
+        _stop_service(cluster, "postgres", signal.SIGINT)  # fast shutdown, as `make down`
+        _bring_back(cluster)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    latest = json.loads((cluster.root / RUN / "latest_train.json").read_text())
+    c = client(latest["tracking_uri"])
+    assert c.get_run(latest["run_id"]).info.status == "FINISHED"
+    steps = [m.step for m in c.get_metric_history(latest["run_id"], "train_loss")]
+    assert steps == list(range(1, 21))  # every epoch, before and after the restart
 
 
 def test_another_profile_is_refused_while_this_one_is_up(cluster):

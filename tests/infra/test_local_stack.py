@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +20,10 @@ import yaml
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))  # the helpers beside this file
+
+from prefect_worker import start_worker, stop_worker, wait_for  # noqa: E402
+
 BIN = Path(sys.executable).parent
 STACK = [sys.executable, str(ROOT / "infra" / "local" / "stack.py")]
 POOL = "tal-local"  # the work pool of prefect.yaml
@@ -171,38 +174,12 @@ def test_ray_job_submit_trains_and_logs_to_the_mlflow_server(stack, tmp_path, to
     assert str(c.get_model_version_by_alias("toy-i2net", "champion").version) == "1"
 
 
-def _wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def _markers(store: Path) -> dict[str, int]:
     """Complete videos of a local store, with the mtime of their completion marker."""
     done = store / "_done"
     if not done.is_dir():
         return {}
     return {p.name: (p / "zarr.json").stat().st_mtime_ns for p in done.iterdir() if p.is_dir()}
-
-
-def _stop_worker(worker: subprocess.Popen) -> None:
-    """A Prefect worker stops on SIGINT; after it ran flows it can need a second one (which
-    makes it kill itself)."""
-    for _ in range(2):
-        if worker.poll() is not None:
-            return
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            continue
-    if worker.poll() is None:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
 
 
 def test_deployment_killed_during_extraction_resumes_on_the_next_run(
@@ -248,15 +225,7 @@ def test_deployment_killed_during_extraction_resumes_on_the_next_run(
         for d in on_cluster
     )
 
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (closed in finally)
-    worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", POOL],
-        env=stack.client_env,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = start_worker(POOL, stack.client_env, tmp_path, tmp_path / "worker.log")
     stack.pids.append(worker.pid)
     try:
         # the first run is killed (the flow run's whole process group) once two videos are done
@@ -264,7 +233,7 @@ def test_deployment_killed_during_extraction_resumes_on_the_next_run(
         started = stack.prefect(*run_demo)
         assert started.returncode == 0, started.stdout + started.stderr
         first = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
-        _wait_for(lambda: len(_markers(store)) >= 2, 300, "two extracted videos")
+        wait_for(lambda: len(_markers(store)) >= 2, 300, "two extracted videos")
         flow_runs = subprocess.run(
             ["ps", "-o", "pid=", "--ppid", str(worker.pid)], capture_output=True, text=True
         ).stdout.split()
@@ -272,8 +241,8 @@ def test_deployment_killed_during_extraction_resumes_on_the_next_run(
         for pid in map(int, flow_runs):
             stack.pids.append(pid)
             os.killpg(pid, signal.SIGKILL)
-        _wait_for(lambda: not any(_alive(int(p)) for p in flow_runs), 30, "the killed run")
-        state = _wait_for(
+        wait_for(lambda: not any(_alive(int(p)) for p in flow_runs), 30, "the killed run")
+        state = wait_for(
             lambda: (
                 stack.api(f"/flow_runs/{first}")["state_type"] in ("CRASHED", "FAILED")
                 and stack.api(f"/flow_runs/{first}")["state_type"]
@@ -291,8 +260,7 @@ def test_deployment_killed_during_extraction_resumes_on_the_next_run(
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         assert "Completed" in again.stdout
     finally:
-        _stop_worker(worker)
-        log.close()
+        stop_worker(worker)
     summary = json.loads((run_dir / "pipeline_summary.json").read_text())
     extracted = summary["extracted"]
     assert extracted["skipped"] == len(finished) and extracted["failed"] == 0

@@ -114,6 +114,8 @@ def test_bad_videos_fail_with_reasons_and_the_run_goes_on(two_worker_store):
         assert f"{vid}.mp4: cannot open as a video" in rows[vid]["error"]
     done = [r for r in rows.values() if r["status"] == "done"]
     assert len(done) == 8 and all(r["error"] is None and r["num_features"] > 0 for r in done)
+    # each row names the Ray node that extracted it: here one local node
+    assert len({r["node"] for r in done}) == 1 and all(len(r["node"] or "") == 56 for r in done)
     import pyarrow.parquet as pq
 
     table = pq.read_table(store / "manifest.parquet")
