@@ -35,8 +35,8 @@ TEST_WORKERS ?= 2
 test: weights postgres-server
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-# the unit tier: no Ray, no servers, no network, no pretrained weights; under 2 minutes on
-# 2 cores (tests/conftest.py fails a test of this tier that starts Ray)
+# the unit tier: no Ray, no servers, no network, no pretrained weights, one process
+# (tests/conftest.py fails a test of this tier that starts Ray)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
 

@@ -280,12 +280,79 @@ def _bring_back(cluster: Cluster) -> None:
     """`make up` again starts what is not running."""
     up = _stack(cluster.env, "up", "--profile", "cluster")
     assert up.returncode == 0, up.stdout + up.stderr
-    # the head's view of the nodes lags a restart by a heartbeat or two
+    # the head's view of the nodes lags a restart by a heartbeat or two, and a restarted node
+    # starts workers only once what was left of the killed one is gone
     wait_for(lambda: len(_ray_facts(cluster)["nodes"]) == 2, 90, "two live Ray nodes", interval=1)
+    wait_for(lambda: _second_node_runs_a_task(cluster), 180, "a task on the second node")
+
+
+def _second_node_runs_a_task(cluster: Cluster) -> bool:
+    driver = textwrap.dedent(
+        """
+        import os, ray
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+
+        @ray.remote(resources={"second_node": 0.01})
+        def where():
+            return ray.get_runtime_context().get_node_id()
+
+        print("FACTS", ray.get(where.remote(), timeout=30))
+        """
+    )
+    done = cluster.run(sys.executable, "-c", driver, timeout=120)
+    return done.returncode == 0 and "FACTS " in done.stdout
 
 
 def _second_node(cluster: Cluster) -> str:
     return next(n for n, second in _ray_facts(cluster)["nodes"].items() if second)
+
+
+def _sets(items: list[str]) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+class Job:
+    """A `python -m pipelines ...` command running in the background as the user's shell
+    would run it, its output in a file (a pipe nobody reads would fill and stop it)."""
+
+    def __init__(self, cluster: Cluster, name: str, *args: str) -> None:
+        self.log = cluster.root / f"{name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipelines", *args],
+                env=cluster.client_env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, predicate, timeout: float, what: str) -> None:
+        """Until ``predicate()`` holds; fails with the job's output if the job ends first
+        or the time runs out."""
+
+        def holds() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the job ended before {what}: {self.output()[-3000:]}")
+            return bool(predicate())
+
+        try:
+            wait_for(holds, timeout, what, interval=0.2)
+        except AssertionError as exc:
+            self.proc.kill()
+            raise AssertionError(f"{exc}\n{self.output()[-3000:]}") from None
+
+    def finish(self, timeout: float = 600) -> str:
+        """The job's output once it ended with status 0."""
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            self.proc.kill()
+        out = self.output()
+        assert self.proc.returncode == 0, out[-3000:]
+        return out
 
 
 def test_the_pipeline_deployment_runs_on_both_nodes_with_its_store_in_s3(
@@ -372,22 +439,10 @@ def test_extraction_goes_on_on_the_head_when_the_second_node_dies(
                 return True
         return False
 
-    extract = [sys.executable, "-m", "pipelines", "extract", "--config", str(config)]
-    proc = subprocess.Popen(
-        extract,
-        env=cluster.client_env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for(done_on_second, 300, "a video extracted on the second node", interval=0.2)
-        _stop_service(cluster, "ray-node2")
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out[-3000:]
+    job = Job(cluster, "nodeloss-extract", "extract", "--config", str(config))
+    job.wait_for(done_on_second, 300, "a video extracted on the second node")
+    _stop_service(cluster, "ray-node2")
+    out = job.finish()
     _s3_env(cluster, monkeypatch)
     from features.store import FeatureStore
 
@@ -411,30 +466,15 @@ def test_training_restarts_from_its_s3_checkpoint_when_the_second_node_dies(clus
     sets = [f"training.storage_path={storage}", "training.epochs=30", "training.eval_every=30"]
     sets += ["training.max_failures=4", "name=nodeloss-train"]
     _bring_back(cluster)  # whatever a test before left: both nodes up
-    train = [sys.executable, "-m", "pipelines", "train", "--config", str(config)]
-    for item in sets:
-        train += ["--set", item]
-    proc = subprocess.Popen(
-        train,
-        env=cluster.client_env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    job = Job(cluster, "nodeloss-train", "train", "--config", str(config), *_sets(sets))
+    job.wait_for(
+        lambda: any(k.endswith("/checkpoint.pt") for k in _keys(cluster, "nodeloss-train/")),
+        300,
+        "a checkpoint in S3",
     )
-    try:
-        wait_for(
-            lambda: any(k.endswith("/checkpoint.pt") for k in _keys(cluster, "nodeloss-train/")),
-            300,
-            "a checkpoint in S3",
-            interval=0.2,
-        )
-        _stop_service(cluster, "ray-node2")
-        _bring_back(cluster)  # room again for a worker on each node
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out[-3000:]
+    _stop_service(cluster, "ray-node2")
+    _bring_back(cluster)  # room again for a worker on each node
+    job.finish()
     latest = json.loads((cluster.root / RUN / "latest_train.json").read_text())
     c = client(latest["tracking_uri"])
     assert c.get_run(latest["run_id"]).info.status == "FINISHED"
@@ -452,17 +492,7 @@ def test_a_postgresql_restart_during_training_loses_no_metric(cluster):
     sets = ["training.epochs=20", "training.eval_every=20", "name=pgrestart"]
     sets += [f"training.storage_path=s3://{cluster.exports['S3_BUCKET']}/pgrestart"]
     _bring_back(cluster)  # whatever a test before left: both nodes up
-    train = [sys.executable, "-m", "pipelines", "train", "--config", str(config)]
-    for item in sets:
-        train += ["--set", item]
-    proc = subprocess.Popen(
-        train,
-        env=cluster.client_env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    job = Job(cluster, "pgrestart", "train", "--config", str(config), *_sets(sets))
 
     def logged() -> list[tuple]:
         return _query(
@@ -472,14 +502,10 @@ def test_a_postgresql_restart_during_training_loses_no_metric(cluster):
             "WHERE r.name LIKE 'pgrestart-%%' AND m.key = 'train_loss'",
         )
 
-    try:
-        wait_for(logged, 300, "a first epoch in PostgreSQL", interval=0.2)
-        _stop_service(cluster, "postgres", signal.SIGINT)  # fast shutdown, as `make down`
-        _bring_back(cluster)
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out[-3000:]
+    job.wait_for(logged, 300, "a first epoch in PostgreSQL")
+    _stop_service(cluster, "postgres", signal.SIGINT)  # fast shutdown, as `make down`
+    _bring_back(cluster)
+    job.finish()
     latest = json.loads((cluster.root / RUN / "latest_train.json").read_text())
     c = client(latest["tracking_uri"])
     assert c.get_run(latest["run_id"]).info.status == "FINISHED"
