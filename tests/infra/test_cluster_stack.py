@@ -355,12 +355,12 @@ class Job:
         return out
 
 
-def test_the_pipeline_deployment_runs_on_both_nodes_with_its_store_in_s3(
-    cluster, tiny_pipeline_config, monkeypatch
-):
+@pytest.fixture(scope="module")
+def onthecluster(cluster, tiny_pipeline_config) -> tuple[Path, dict]:
+    """The config of the run on the cluster (its store and checkpoints in the bucket, a
+    Train worker on each node) and its raw form; written once per module."""
     bucket = cluster.exports["S3_BUCKET"]
-    run_dir = cluster.root / RUN
-    raw = tiny_pipeline_config(run_dir, RUN)
+    raw = tiny_pipeline_config(cluster.root / RUN, RUN)
     raw["features"] |= {"num_actors": 2, "store": f"s3://{bucket}/{RUN}/features.zarr"}
     raw["training"] |= {
         "storage_path": f"s3://{bucket}/{RUN}/train",
@@ -368,6 +368,25 @@ def test_the_pipeline_deployment_runs_on_both_nodes_with_its_store_in_s3(
     }
     config = cluster.root / f"{RUN}.yaml"
     config.write_text(yaml.safe_dump(raw))
+    return config, raw
+
+
+@pytest.fixture
+def onthecluster_store(cluster, onthecluster) -> Path:
+    """The run's config with its store extracted in the bucket: by the deployment's test when
+    it ran first, else here (pytest-xdist does not promise the file's order)."""
+    config, _ = onthecluster
+    if not _keys(cluster, f"{RUN}/features.zarr/manifest.parquet"):
+        job = Job(cluster, "onthecluster-extract", "extract", "--config", str(config))
+        job.finish()
+    return config
+
+
+def test_the_pipeline_deployment_runs_on_both_nodes_with_its_store_in_s3(
+    cluster, onthecluster, monkeypatch
+):
+    run_dir = cluster.root / RUN
+    config, raw = onthecluster
 
     prefect = str(BIN / "prefect")
     pool = cluster.run(prefect, "work-pool", "create", "tal-local", "--type", "process")
@@ -383,7 +402,8 @@ def test_the_pipeline_deployment_runs_on_both_nodes_with_its_store_in_s3(
     finally:
         stop_worker(worker)
     summary = json.loads((run_dir / "pipeline_summary.json").read_text())
-    assert summary["extracted"]["done"] == 8 and summary["extracted"]["failed"] == 0
+    extracted = summary["extracted"]  # done now, or by a fault test's fixture before
+    assert extracted["done"] + extracted["skipped"] == 8 and extracted["failed"] == 0
     assert not (run_dir / "features.zarr").exists()  # nothing of the store on local disk
 
     # extraction actors ran on both nodes (the manifest names each video's), and so did the
@@ -458,10 +478,12 @@ def test_extraction_goes_on_on_the_head_when_the_second_node_dies(
     _bring_back(cluster)
 
 
-def test_training_restarts_from_its_s3_checkpoint_when_the_second_node_dies(cluster):
+def test_training_restarts_from_its_s3_checkpoint_when_the_second_node_dies(
+    cluster, onthecluster_store
+):
     from pipelines.tracking import client
 
-    config = cluster.root / f"{RUN}.yaml"  # the deployment's run above: its store is in S3
+    config = onthecluster_store  # the deployment's run: its store is in S3
     storage = f"s3://{cluster.exports['S3_BUCKET']}/nodeloss-train"
     sets = [f"training.storage_path={storage}", "training.epochs=30", "training.eval_every=30"]
     sets += ["training.max_failures=4", "name=nodeloss-train"]
@@ -485,10 +507,10 @@ def test_training_restarts_from_its_s3_checkpoint_when_the_second_node_dies(clus
     assert steps[-(30 - int(resumed[0])) :] == list(range(int(resumed[0]) + 1, 31))
 
 
-def test_a_postgresql_restart_during_training_loses_no_metric(cluster):
+def test_a_postgresql_restart_during_training_loses_no_metric(cluster, onthecluster_store):
     from pipelines.tracking import client
 
-    config = cluster.root / f"{RUN}.yaml"
+    config = onthecluster_store
     sets = ["training.epochs=20", "training.eval_every=20", "name=pgrestart"]
     sets += [f"training.storage_path=s3://{cluster.exports['S3_BUCKET']}/pgrestart"]
     _bring_back(cluster)  # whatever a test before left: both nodes up
