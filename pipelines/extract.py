@@ -446,13 +446,17 @@ def _extract_on_actors(
             ref = actors[slot].extract.remote(vid, str(files[vid]))
             running[ref] = (slot, vid, time.perf_counter())
 
+    def replace(slot: int) -> None:
+        """A new actor for ``slot``, taking videos once its ``ready()`` returns."""
+        actors[slot] = new_actor()
+        starting[actors[slot].ready.remote()] = slot
+
     def actor_lost(slot: int, vid: str, reason: str) -> None:
         """Replace the actor of ``slot``; it takes videos once it is ready (on a cluster that
         lost a node it may wait for room, while the other actors go on with every video)."""
         nonlocal finished
         ray.kill(actors[slot], no_restart=True)
-        actors[slot] = new_actor()
-        starting[actors[slot].ready.remote()] = slot
+        replace(slot)
         attempts[vid] = attempts.get(vid, 0) + 1
         if attempts[vid] <= features.max_retries:
             summary.retried += 1
@@ -476,8 +480,7 @@ def _extract_on_actors(
             ray.get(ref)
         except (RayActorError, WorkerCrashedError) as exc:  # try once more, in a while
             log(f"a replacement worker could not start ({type(exc).__name__}); trying again")
-            actors[slot] = new_actor()
-            starting[actors[slot].ready.remote()] = slot
+            replace(slot)
             return
         submit(slot)
 
